@@ -1,0 +1,17 @@
+"""redy_jax: accuracy and energy of Flax CNNs on ISAAC-like ReRAM crossbars, with ReDy.
+
+The package re-exports its main entry points; see the subpackages for the rest:
+``hw`` (specs, presets, ADC energy), ``xbar`` (bit-serial crossbar engine),
+``energy`` (counts -> pJ), ``models`` (Flax zoo), ``data`` (datasets).
+"""
+
+from redy_jax.energy import energy_breakdown, total_energy_pj
+from redy_jax.hw import HardwareSpec, derived_figures, get_preset, isaac, isaac_16bit
+from redy_jax.xbar import Counts, crossbar_matmul
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Counts", "HardwareSpec", "crossbar_matmul", "derived_figures", "energy_breakdown",
+    "get_preset", "isaac", "isaac_16bit", "total_energy_pj",
+]

@@ -1,0 +1,120 @@
+"""Dataset loading to numpy: Fashion-MNIST (offline), CIFAR-10 / ImageNet via TFDS, digits.
+
+Everything returns a :class:`Dataset`: uint8 NHWC images, int labels and the
+per-channel mean/std used by :func:`normalize`. No TensorFlow is needed: TFDS
+datasets are read through ``tfds.data_source`` (array_record files).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+DEFAULT_DATA_DIR = Path(os.environ.get("REDY_DATA_DIR", Path.home() / ".cache" / "redy_jax"))
+
+# Per-channel statistics of the training splits (in [0, 1] pixel units).
+_STATS = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "digits": ((0.3,), (0.4,)),
+}
+DATASETS = tuple(_STATS)
+
+
+class Dataset(NamedTuple):
+    """A split in memory. ``images``: uint8 (N, H, W, C); ``labels``: int32 (N,)."""
+
+    name: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def normalize(images: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 NHWC -> float32 ``(x / 255 - mean) / std`` (signed: a zero point is needed)."""
+    x = np.asarray(images, np.float32) / 255.0
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def _fashion_mnist_builder(data_dir: Path):
+    from redy_jax.data.fashion_mnist import FashionMnistLocal
+
+    builder = FashionMnistLocal(data_dir=str(data_dir), file_format="array_record")
+    builder.download_and_prepare()
+    return builder
+
+
+def _source_to_numpy(source, limit: int | None, image_key="image", label_key="label"):
+    n = len(source) if limit is None else min(limit, len(source))
+    records = source.__getitems__(list(range(n)))
+    images = np.stack([np.asarray(r[image_key]) for r in records])
+    labels = np.asarray([int(r[label_key]) for r in records], np.int32)
+    if images.ndim == 3:
+        images = images[..., None]
+    return images, labels
+
+
+def _load_digits(split: str, limit: int | None):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    # 8x8 images with values 0..16 -> uint8 0..255; deterministic 80/20 split.
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = d.target.astype(np.int32)
+    cut = int(0.8 * len(labels))
+    sl = slice(0, cut) if split == "train" else slice(cut, None)
+    images, labels = images[sl], labels[sl]
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return images, labels
+
+
+def load(
+    name: str = "fashion_mnist",
+    split: str = "test",
+    limit: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> Dataset:
+    """Loads a split into memory.
+
+    Args:
+      name: one of ``DATASETS``. ``fashion_mnist`` is built offline from Debian's
+        ``dataset-fashion-mnist`` files when they exist (else TFDS's own builder,
+        which downloads); ``cifar10`` and ``imagenet2012`` use TFDS and must already
+        be prepared in ``data_dir`` (or be downloadable); ``digits`` is sklearn's
+        bundled 8x8 digits (a tiny real dataset, useful in tests).
+      split: ``train`` or ``test`` (``validation`` for imagenet2012).
+      limit: keep the first ``limit`` examples.
+      data_dir: TFDS data directory (default ``$REDY_DATA_DIR`` or ``~/.cache/redy_jax``).
+    """
+    if name not in _STATS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
+    mean, std = _STATS[name]
+    if name == "digits":
+        images, labels = _load_digits(split, limit)
+        return Dataset(name, split, images, labels, 10, mean, std)
+
+    import tensorflow_datasets as tfds
+
+    if name == "fashion_mnist":
+        from redy_jax.data.fashion_mnist import source_dir
+
+        if (source_dir() / "t10k-images-idx3-ubyte.gz").exists():
+            builder = _fashion_mnist_builder(data_dir)
+            images, labels = _source_to_numpy(builder.as_data_source(split=split), limit)
+            return Dataset(name, split, images, labels, 10, mean, std)
+    tfds_split = "validation" if (name == "imagenet2012" and split == "test") else split
+    source = tfds.data_source(name, split=tfds_split, data_dir=str(data_dir))
+    images, labels = _source_to_numpy(source, limit)
+    num_classes = 1000 if name == "imagenet2012" else 10
+    return Dataset(name, split, images, labels, num_classes, mean, std)

@@ -1,0 +1,232 @@
+"""Crossbar layer engine: tiling, bit-serial products and exact event counts.
+
+:func:`run_tiles` is what every simulated layer calls; :func:`crossbar_matmul` is the
+public integer-level entry point ``(x_codes (B, K), w_codes (K, N), spec) -> (y, counts)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from redy_jax.hw.spec import HardwareSpec
+from redy_jax.xbar.bit_serial import exact_partial_sums, faithful_partial_sums
+from redy_jax.xbar.layout import Tiling, tile
+from redy_jax.xbar.weights import StoredWeights, store_weights
+
+MODES = ("auto", "exact", "faithful")
+X_ENCODINGS = ("unsigned", "sign_bit", "zero_point")
+
+COUNT_FIELDS = (
+    "xbar_reads", "adc_conversions", "dac_drives", "sample_holds", "shift_adds",
+    "input_register", "output_register", "edram_bits", "bus_bits", "redy_unit_ops",
+    "cycles", "streamed_bits", "activations", "adc_saturations",
+)
+
+
+@struct.dataclass
+class Counts:
+    """Event counts, one int32 entry per input vector (shape (V,)) or summed.
+
+    xbar_reads: crossbar read cycles (one bit-plane through one crossbar).
+    adc_conversions: ADC conversions (used columns + unit columns, per read).
+    dac_drives: rows driven by a DAC for one bit-plane.
+    sample_holds / shift_adds: one per ADC conversion.
+    input_register / output_register: register traffic, one per crossbar read.
+    edram_bits / bus_bits: eDRAM buffer and eDRAM-to-IMA bus traffic [bits].
+    redy_unit_ops: activations processed by ReDy's quantisation unit.
+    cycles: read cycles until the vector's slowest row tile is done (latency).
+    streamed_bits: activation bits streamed (sum over rows of digits x dac_bits).
+    activations: activations consumed (K per vector).
+    adc_saturations: conversions whose analog value exceeded the ADC full scale.
+    """
+
+    xbar_reads: jnp.ndarray
+    adc_conversions: jnp.ndarray
+    dac_drives: jnp.ndarray
+    sample_holds: jnp.ndarray
+    shift_adds: jnp.ndarray
+    input_register: jnp.ndarray
+    output_register: jnp.ndarray
+    edram_bits: jnp.ndarray
+    bus_bits: jnp.ndarray
+    redy_unit_ops: jnp.ndarray
+    cycles: jnp.ndarray
+    streamed_bits: jnp.ndarray
+    activations: jnp.ndarray
+    adc_saturations: jnp.ndarray
+
+    def as_dict(self) -> dict[str, jnp.ndarray]:
+        return {f: getattr(self, f) for f in COUNT_FIELDS}
+
+    def total(self) -> dict[str, int]:
+        """Totals over all entries as exact Python ints (int64 on the host)."""
+        return {f: int(np.asarray(getattr(self, f), np.int64).sum()) for f in COUNT_FIELDS}
+
+    def sum_groups(self, groups: int) -> Counts:
+        """Sums consecutive entries: (groups * m,) -> (groups,), e.g. windows -> images."""
+        return jax.tree_util.tree_map(lambda a: a.reshape(groups, -1).sum(axis=1), self)
+
+
+def resolve_mode(mode: str, tiling: Tiling, spec: HardwareSpec) -> str:
+    """``auto`` -> ``exact`` when no conversion can clip or round, else ``faithful``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    exact_ok = spec.adc_is_exact(tiling.rows_per_tile)
+    if mode == "exact" and not exact_ok:
+        raise ValueError(
+            f"mode='exact' needs an ADC that cannot clip: {tiling.rows_per_tile} rows need "
+            f"adc_bits >= {spec.min_exact_adc_bits(tiling.rows_per_tile)} at adc_step=1, the "
+            f"spec has adc_bits={spec.adc_bits}, adc_step={spec.adc_step}; use mode='faithful'")
+    if mode == "auto":
+        return "exact" if exact_ok else "faithful"
+    return mode
+
+
+def to_tiles(x_codes: jnp.ndarray, tiling: Tiling) -> jnp.ndarray:
+    """(V, K) -> (V, T, R), zero-padding the last row tile."""
+    v = x_codes.shape[0]
+    x = jnp.pad(x_codes, ((0, 0), (0, tiling.padded_k - tiling.k)))
+    return x.reshape(v, tiling.n_row_tiles, tiling.rows_per_tile)
+
+
+def count_events(planes: jnp.ndarray, tiling: Tiling, spec: HardwareSpec,
+                 saturated: jnp.ndarray | None = None,
+                 redy_unit_ops: jnp.ndarray | None = None) -> Counts:
+    """Exact event counts from the digit planes streamed per (vector, row tile).
+
+    Args:
+      planes: int32 (V, T) digit planes streamed for each group (``spec.planes`` when
+        static; fewer under leading-zero skipping or ReDy).
+    """
+    planes = planes.astype(jnp.int32)
+    c = tiling.n_col_tiles
+    rows_used = jnp.asarray(tiling.rows_used, jnp.int32)
+    conv_per_plane = tiling.n * spec.slices + (c if spec.unit_column else 0)
+    sum_planes = planes.sum(axis=1)
+    reads = sum_planes * c
+    conversions = sum_planes * conv_per_plane
+    v = planes.shape[0]
+    const = lambda val: jnp.full((v,), val, jnp.int32)
+    in_bits = tiling.k * spec.act_bits
+    return Counts(
+        xbar_reads=reads,
+        adc_conversions=conversions,
+        dac_drives=(planes * rows_used).sum(axis=1) * c,
+        sample_holds=conversions,
+        shift_adds=conversions,
+        input_register=reads,
+        output_register=reads,
+        edram_bits=const(in_bits + tiling.n * spec.act_bits),
+        bus_bits=const(in_bits),
+        redy_unit_ops=const(0) if redy_unit_ops is None else redy_unit_ops.astype(jnp.int32),
+        cycles=planes.max(axis=1),
+        streamed_bits=(planes * rows_used).sum(axis=1) * spec.dac_bits,
+        activations=const(tiling.k),
+        adc_saturations=const(0) if saturated is None else saturated,
+    )
+
+
+def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: HardwareSpec, *,
+              signed: bool, mode: str, planes: jnp.ndarray | None = None,
+              shifts: jnp.ndarray | None = None,
+              redy_unit_ops: jnp.ndarray | None = None) -> tuple[jnp.ndarray, Counts]:
+    """Crossbar products of tiled codes and their events.
+
+    Args:
+      x_tiles: int32 (V, T, R) streamed codes (already shifted right by ``shifts``).
+      planes: int32 (V, T) digit planes streamed per group (default: all).
+      shifts: int32 (V, T) LSBs dropped per group; the S+A shift of plane i is i + t.
+    Returns:
+      ``(y, counts)``: int32 (V, N) outputs before zero-point removal, per-vector counts.
+    """
+    mode = resolve_mode(mode, tiling, spec)
+    v = x_tiles.shape[0]
+    if mode == "exact":
+        partial = exact_partial_sums(x_tiles, w, spec, signed)
+        saturated = None
+    else:
+        partial, saturated = faithful_partial_sums(x_tiles, w, spec, signed)
+    if shifts is not None:
+        partial = partial << shifts[..., None]
+    y = partial.sum(axis=1)
+    if planes is None:
+        planes = jnp.full((v, tiling.n_row_tiles), spec.planes, jnp.int32)
+    return y, count_events(planes, tiling, spec, saturated, redy_unit_ops)
+
+
+def _check_codes(name: str, a, lo: int, hi: int, what: str) -> None:
+    """Eager range check (skipped under tracing, where values are unknown)."""
+    if isinstance(a, jax.core.Tracer):
+        return
+    a = np.asarray(a)
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise ValueError(f"{name} must be {what} in [{lo}, {hi}], found values in "
+                         f"[{a.min()}, {a.max()}]")
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "encoding", "mode", "taps"))
+def _crossbar_matmul(x_codes, w_codes, zero_point, spec, encoding, mode, taps):
+    k, n = w_codes.shape
+    tiling = tile(k, n, spec, taps)
+    stored = store_weights(w_codes, tiling, spec)
+    y, counts = run_tiles(to_tiles(x_codes.astype(jnp.int32), tiling), stored, tiling, spec,
+                          signed=encoding == "sign_bit", mode=mode)
+    if encoding == "zero_point":
+        y = y - zero_point * stored.col_sum
+    return y, counts
+
+
+def crossbar_matmul(x_codes, w_codes, spec: HardwareSpec, *, x_encoding: str = "unsigned",
+                    zero_point: int = 0, mode: str = "auto",
+                    taps: int = 1) -> tuple[jnp.ndarray, Counts]:
+    """Integer matrix product as the modelled crossbars compute it.
+
+    Args:
+      x_codes: integer activation codes (B, K). ``unsigned``: in ``[0, 2**act_bits)``;
+        ``sign_bit``: two's complement in ``[-2**(act_bits-1), 2**(act_bits-1))``;
+        ``zero_point``: unsigned codes ``q`` of the signed values ``q - zero_point``.
+      w_codes: signed integer weight codes (K, N) in ``[-2**(weight_bits-1), 2**(weight_bits-1))``.
+      spec: the hardware.
+      x_encoding: how ``x_codes`` are streamed (see above).
+      zero_point: subtracted from ``x_codes`` (digitally, ``zp * sum_k w``) with ``zero_point``.
+      mode: ``auto`` (exact fast path when the ADC cannot clip, else faithful), ``exact``,
+        or ``faithful`` (every bit-plane and conversion modelled).
+      taps: rows per input channel, for channel-aligned row tiles (kh*kw of a conv).
+
+    Returns:
+      ``(y, counts)``: int32 (B, N) outputs and per-row :class:`Counts` (each (B,)).
+    """
+    if x_encoding not in X_ENCODINGS:
+        raise ValueError(f"x_encoding must be one of {X_ENCODINGS}, got {x_encoding!r}")
+    if x_encoding == "sign_bit" and spec.dac_bits != 1:
+        raise ValueError("x_encoding='sign_bit' needs spec.dac_bits == 1")
+    x_codes, w_codes = jnp.asarray(x_codes), jnp.asarray(w_codes)
+    for name, a in (("x_codes", x_codes), ("w_codes", w_codes)):
+        if a.ndim != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {a.shape}")
+        if not jnp.issubdtype(a.dtype, jnp.integer):
+            raise ValueError(f"{name} must hold integer codes, got dtype {a.dtype}")
+    if x_codes.shape[1] != w_codes.shape[0]:
+        raise ValueError(f"x_codes (B, K) = {x_codes.shape} and w_codes (K, N) = "
+                         f"{w_codes.shape} disagree on K")
+    a, wb = spec.act_bits, spec.weight_bits
+    if x_encoding == "sign_bit":
+        _check_codes("x_codes", x_codes, -(1 << (a - 1)), (1 << (a - 1)) - 1,
+                     f"signed {a}-bit codes (act_bits)")
+    else:
+        _check_codes("x_codes", x_codes, 0, (1 << a) - 1, f"unsigned {a}-bit codes (act_bits)")
+    _check_codes("w_codes", w_codes, -(1 << (wb - 1)), (1 << (wb - 1)) - 1,
+                 f"signed {wb}-bit codes (weight_bits)")
+    if x_encoding == "zero_point":
+        _check_codes("zero_point", zero_point, 0, (1 << a) - 1, "a code")
+    if a + wb + math.ceil(math.log2(max(w_codes.shape[0], 2))) > 31:
+        raise ValueError(f"act_bits + weight_bits + log2(K) = {a}+{wb}+log2({w_codes.shape[0]}) "
+                         "exceeds 31: outputs would overflow int32")
+    return _crossbar_matmul(x_codes, w_codes, jnp.asarray(zero_point, jnp.int32), spec,
+                            x_encoding, mode, taps)
