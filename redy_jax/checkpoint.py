@@ -77,7 +77,8 @@ def load(path: str | os.PathLike, target: Any | None = None) -> tuple[Any, dict[
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     if not rec_path.exists():
-        raise CheckpointError(f"checkpoint record {rec_path} (needed beside {path.name}) is missing")
+        raise CheckpointError(
+            f"checkpoint record {rec_path} (needed beside {path.name}) is missing")
     try:
         record = json.loads(rec_path.read_text())
     except json.JSONDecodeError as e:

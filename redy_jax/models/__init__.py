@@ -5,6 +5,9 @@ from redy_jax.models.zoo import (
     INPUT_SHAPES,
     MODELS,
     SMALL_MODELS,
+    VGG,
+    VGG8,
+    VGG16,
     AlexNet,
     LeNet5,
     MobileNetV2,
@@ -14,9 +17,6 @@ from redy_jax.models.zoo import (
     ResNet18,
     ResNet20,
     ResNet50,
-    VGG,
-    VGG8,
-    VGG16,
     create_model,
 )
 

@@ -172,7 +172,10 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 (Sandler et al., 2018). ``settings``: (expand t, channels c, repeats n, stride s)."""
+    """MobileNetV2 (Sandler et al., 2018).
+
+    ``settings``: rows of (expansion t, channels c, repeats n, stride s).
+    """
 
     settings: Sequence[tuple[int, int, int, int]]
     stem_ch: int = 32

@@ -15,7 +15,7 @@ import numpy as np
 from flax import struct
 
 from redy_jax.hw.spec import HardwareSpec
-from redy_jax.xbar.bit_serial import exact_partial_sums, faithful_partial_sums
+from redy_jax.xbar.bit_serial import exact_outputs, exact_partial_sums, faithful_partial_sums
 from redy_jax.xbar.layout import Tiling, tile
 from redy_jax.xbar.weights import StoredWeights, store_weights
 
@@ -147,27 +147,32 @@ def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: Hard
     """
     mode = resolve_mode(mode, tiling, spec)
     v = x_tiles.shape[0]
-    if mode == "exact":
-        partial = exact_partial_sums(x_tiles, w, spec, signed)
-        saturated = None
+    saturated = None
+    if mode == "exact" and shifts is None:
+        y = exact_outputs(x_tiles, w, spec, signed)
     else:
-        partial, saturated = faithful_partial_sums(x_tiles, w, spec, signed)
-    if shifts is not None:
-        partial = partial << shifts[..., None]
-    y = partial.sum(axis=1)
+        if mode == "exact":
+            partial = exact_partial_sums(x_tiles, w, spec, signed)
+        else:
+            partial, saturated = faithful_partial_sums(x_tiles, w, spec, signed)
+        if shifts is not None:
+            partial = partial << shifts[..., None]
+        y = partial.sum(axis=1)
     if planes is None:
         planes = jnp.full((v, tiling.n_row_tiles), spec.planes, jnp.int32)
     return y, count_events(planes, tiling, spec, saturated, redy_unit_ops)
 
 
-def _check_codes(name: str, a, lo: int, hi: int, what: str) -> None:
-    """Eager range check (skipped under tracing, where values are unknown)."""
-    if isinstance(a, jax.core.Tracer):
+def _check_range(name: str, found, lo: int, hi: int, what: str) -> None:
+    """Raises if the (min, max) ``found`` inside the jitted call fall outside [lo, hi].
+
+    Skipped under an outer trace, where values are unknown."""
+    if any(isinstance(f, jax.core.Tracer) for f in found):
         return
-    a = np.asarray(a)
-    if a.size and (a.min() < lo or a.max() > hi):
+    fmin, fmax = (int(f) for f in found)
+    if fmin < lo or fmax > hi:
         raise ValueError(f"{name} must be {what} in [{lo}, {hi}], found values in "
-                         f"[{a.min()}, {a.max()}]")
+                         f"[{fmin}, {fmax}]")
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "encoding", "mode", "taps"))
@@ -179,7 +184,9 @@ def _crossbar_matmul(x_codes, w_codes, zero_point, spec, encoding, mode, taps):
                           signed=encoding == "sign_bit", mode=mode)
     if encoding == "zero_point":
         y = y - zero_point * stored.col_sum
-    return y, counts
+    ranges = (x_codes.min(initial=0), x_codes.max(initial=0), w_codes.min(initial=0),
+              w_codes.max(initial=0))
+    return y, counts, ranges
 
 
 def crossbar_matmul(x_codes, w_codes, spec: HardwareSpec, *, x_encoding: str = "unsigned",
@@ -216,17 +223,19 @@ def crossbar_matmul(x_codes, w_codes, spec: HardwareSpec, *, x_encoding: str = "
         raise ValueError(f"x_codes (B, K) = {x_codes.shape} and w_codes (K, N) = "
                          f"{w_codes.shape} disagree on K")
     a, wb = spec.act_bits, spec.weight_bits
-    if x_encoding == "sign_bit":
-        _check_codes("x_codes", x_codes, -(1 << (a - 1)), (1 << (a - 1)) - 1,
-                     f"signed {a}-bit codes (act_bits)")
-    else:
-        _check_codes("x_codes", x_codes, 0, (1 << a) - 1, f"unsigned {a}-bit codes (act_bits)")
-    _check_codes("w_codes", w_codes, -(1 << (wb - 1)), (1 << (wb - 1)) - 1,
-                 f"signed {wb}-bit codes (weight_bits)")
-    if x_encoding == "zero_point":
-        _check_codes("zero_point", zero_point, 0, (1 << a) - 1, "a code")
     if a + wb + math.ceil(math.log2(max(w_codes.shape[0], 2))) > 31:
         raise ValueError(f"act_bits + weight_bits + log2(K) = {a}+{wb}+log2({w_codes.shape[0]}) "
                          "exceeds 31: outputs would overflow int32")
-    return _crossbar_matmul(x_codes, w_codes, jnp.asarray(zero_point, jnp.int32), spec,
-                            x_encoding, mode, taps)
+    if x_encoding == "zero_point":
+        _check_range("zero_point", (zero_point, zero_point), 0, (1 << a) - 1, "a code")
+    y, counts, (xmin, xmax, wmin, wmax) = _crossbar_matmul(
+        x_codes, w_codes, jnp.asarray(zero_point, jnp.int32), spec, x_encoding, mode, taps)
+    if x_encoding == "sign_bit":
+        _check_range("x_codes", (xmin, xmax), -(1 << (a - 1)), (1 << (a - 1)) - 1,
+                     f"signed {a}-bit codes (act_bits)")
+    else:
+        _check_range("x_codes", (xmin, xmax), 0, (1 << a) - 1,
+                     f"unsigned {a}-bit codes (act_bits)")
+    _check_range("w_codes", (wmin, wmax), -(1 << (wb - 1)), (1 << (wb - 1)) - 1,
+                 f"signed {wb}-bit codes (weight_bits)")
+    return y, counts

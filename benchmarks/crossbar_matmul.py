@@ -1,0 +1,84 @@
+"""Times ``crossbar_matmul`` against a plain float matmul of the same shapes.
+
+    python benchmarks/crossbar_matmul.py [--batch 1000] [--k 512] [--n 128] [--json OUT]
+
+All timings are measured in the same run, as the median of ``--repeats`` jitted
+calls after a warm-up; ratios are against the float matmul. The per-MVM time is
+the pass time divided by (batch x crossbars), i.e. one 8-bit input vector through
+one 128x128 crossbar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from redy_jax.checkpoint import atomic_write_json
+from redy_jax.hw import isaac
+from redy_jax.xbar import crossbar_matmul, tile
+
+
+def _time(fn, repeats):
+    jax.block_until_ready(fn())
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--k", type=int, default=512)
+    p.add_argument("--n", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    args = p.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(0, 256, (args.batch, args.k)), jnp.int32)
+    w = jnp.asarray(rng.integers(-127, 128, (args.k, args.n)), jnp.int32)
+    xf, wf = x.astype(jnp.float32), w.astype(jnp.float32)
+    spec = isaac()
+    tiling = tile(args.k, args.n, spec)
+
+    float_mm = jax.jit(lambda a, b: a @ b)
+    t_float = _time(lambda: float_mm(xf, wf), args.repeats)
+    t_exact = _time(lambda: crossbar_matmul(x, w, spec, mode="exact"), args.repeats)
+    t_faith = _time(lambda: crossbar_matmul(x, w, spec, mode="faithful"), args.repeats)
+    y_e, _ = crossbar_matmul(x, w, spec, mode="exact")
+    y_f, _ = crossbar_matmul(x, w, spec, mode="faithful")
+    assert np.array_equal(np.asarray(y_e), np.asarray(y_f))
+    mvms = args.batch * tiling.crossbars
+    out = {
+        "shape": {"batch": args.batch, "k": args.k, "n": args.n},
+        "crossbars": tiling.crossbars,
+        "float_matmul_s": t_float,
+        "exact_s": t_exact,
+        "faithful_s": t_faith,
+        "exact_vs_float": t_exact / t_float,
+        "faithful_vs_float": t_faith / t_float,
+        "exact_us_per_128x128_mvm": t_exact / mvms * 1e6,
+        "faithful_us_per_128x128_mvm": t_faith / mvms * 1e6,
+        "machine": f"{platform.machine()} {platform.processor() or ''} "
+                   f"{jax.device_count()}x {jax.devices()[0].platform}",
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print(json.dumps(out, indent=2))
+    if args.json:
+        atomic_write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    main()

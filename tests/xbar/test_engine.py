@@ -1,0 +1,175 @@
+"""The crossbar engine against exact integer arithmetic and hand-worked cases."""
+
+import dataclasses
+
+import hypothesis.extra.numpy as hnp
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from redy_jax.hw import isaac
+from redy_jax.xbar import crossbar_matmul, store_weights, tile
+
+
+def _ref(x, w, zp=0):
+    return (np.asarray(x, np.int64) - zp) @ np.asarray(w, np.int64)
+
+
+@st.composite
+def problems(draw):
+    spec = draw(st.sampled_from([
+        isaac(),  # 8 ADC bits + flipped: exact
+        isaac(flipped_encoding=False, adc_bits=9),
+        isaac(rows=64, cols=64, cell_bits=1, adc_bits=7, flipped_encoding=False),
+        isaac(rows=32, cell_bits=4, adc_bits=9),
+        isaac(dac_bits=2, adc_bits=10),
+    ]))
+    enc = draw(st.sampled_from(["unsigned", "sign_bit", "zero_point"]))
+    if enc == "sign_bit" and spec.dac_bits != 1:
+        enc = "unsigned"
+    b = draw(st.integers(1, 6))
+    k = draw(st.integers(1, 3 * spec.rows + 7))  # often not a multiple of rows
+    n = draw(st.integers(1, 70))
+    a = spec.act_bits
+    lo, hi = (-(1 << (a - 1)), (1 << (a - 1)) - 1) if enc == "sign_bit" else (0, (1 << a) - 1)
+    x = draw(hnp.arrays(np.int32, (b, k), elements=st.integers(lo, hi)))
+    w = draw(hnp.arrays(np.int32, (k, n), elements=st.integers(-128, 127)))
+    zp = draw(st.integers(0, 255)) if enc == "zero_point" else 0
+    return spec, enc, x, w, zp
+
+
+@given(problems(), st.sampled_from(["faithful", "auto"]))
+def test_adc_that_cannot_clip_equals_integer_matmul(problem, mode):
+    spec, enc, x, w, zp = problem
+    assert spec.adc_is_exact()
+    y, counts = crossbar_matmul(x, w, spec, x_encoding=enc, zero_point=zp, mode=mode)
+    np.testing.assert_array_equal(np.asarray(y), _ref(x, w, zp))
+    assert counts.total()["adc_saturations"] == 0
+
+
+def _adversarial(k=128, n=32):
+    # Dense, large inputs and weights: every column sum is at its maximum.
+    return np.full((3, k), 255, np.int32), np.full((k, n), 127, np.int32)
+
+
+def test_isaac_128_rows_exact_at_8_adc_bits_with_flipped_encoding():
+    x, w = _adversarial()
+    y, counts = crossbar_matmul(x, w, isaac(flipped_encoding=True), mode="faithful")
+    np.testing.assert_array_equal(np.asarray(y), _ref(x, w))
+    assert counts.total()["adc_saturations"] == 0
+
+
+def test_isaac_128_rows_not_exact_at_8_adc_bits_without_flipped_encoding():
+    x, w = _adversarial()
+    spec = isaac(flipped_encoding=False)
+    y, counts = crossbar_matmul(x, w, spec, mode="faithful")
+    assert not np.array_equal(np.asarray(y), _ref(x, w))
+    assert counts.total()["adc_saturations"] > 0
+    # ...and auto mode does not hide it behind the exact path.
+    y_auto, _ = crossbar_matmul(x, w, spec)
+    np.testing.assert_array_equal(np.asarray(y_auto), np.asarray(y))
+    with pytest.raises(ValueError, match="adc_bits >= 9"):
+        crossbar_matmul(x, w, spec, mode="exact")
+
+
+@pytest.mark.parametrize("adc_bits", [5, 6, 7])
+def test_too_few_adc_bits_show_error_and_count_saturations(adc_bits):
+    rng = np.random.default_rng(adc_bits)
+    x = rng.integers(0, 256, (8, 256))
+    w = rng.integers(-128, 128, (256, 40))
+    y, counts = crossbar_matmul(x, w, isaac(adc_bits=adc_bits))
+    err = np.abs(np.asarray(y) - _ref(x, w))
+    assert err.max() > 0 and counts.total()["adc_saturations"] > 0
+
+
+def test_adc_step_rounds_instead_of_clipping():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (4, 128))
+    w = rng.integers(-128, 128, (128, 32))
+    spec = isaac(adc_bits=6, adc_step=4, flipped_encoding=True)  # full scale 252
+    y, counts = crossbar_matmul(x, w, spec)
+    assert counts.total()["adc_saturations"] == 0
+    assert not np.array_equal(np.asarray(y), _ref(x, w))  # rounding error, visible
+
+
+def test_hand_worked_column_with_flip():
+    """2 rows, 2-bit cells, 1-bit DAC, 2-bit weights (one slice), flipped encoding.
+
+    w = [1, 1] -> biased u = w + 2 = [3, 3]; column sum 6 > 2 rows * 3 / 2 = 3 -> flipped,
+    stored 3 - 3 = [0, 0]. x = [3, 1]: plane 0 digits [1, 1] -> A = 0, U = 2 -> 3*2 - 0 = 6;
+    plane 1 digits [1, 0] -> A = 0, U = 1 -> 3. Biased sum 6 + 2*3 = 12; input sum
+    2 + 2*1 = 4; remove bias 2 * 4 = 8 -> 4 = 3*1 + 1*1.
+    """
+    spec = isaac(rows=2, cols=4, weight_bits=2, act_bits=2, adc_bits=3)
+    stored = store_weights(jnp.array([[1], [1]]), tile(2, 1, spec), spec)
+    assert bool(stored.flipped[0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(stored.cells[0, :, 0, 0]), [0, 0])
+    y, counts = crossbar_matmul(np.array([[3, 1]]), np.array([[1], [1]]), spec,
+                                mode="faithful")
+    assert int(y[0, 0]) == 4
+    c = counts.total()
+    assert (c["xbar_reads"], c["adc_conversions"], c["dac_drives"]) == (2, 4, 4)
+
+
+def test_hand_worked_event_counts_dense_layer():
+    """K=200, N=40 on isaac: row tiles of 128 + 72 rows, 2 crossbars across 40 outputs
+    (32 per crossbar), 8 planes, 4 slices per output, 1 unit column per crossbar."""
+    x = np.ones((3, 200), np.int32)
+    w = np.ones((200, 40), np.int32)
+    _, counts = crossbar_matmul(x, w, isaac())
+    c = counts.total()
+    per_vector = {
+        "xbar_reads": 8 * 2 * 2,
+        "adc_conversions": 8 * 2 * (40 * 4 + 2),
+        "dac_drives": 8 * (128 + 72) * 2,
+        "sample_holds": 8 * 2 * (40 * 4 + 2),
+        "shift_adds": 8 * 2 * (40 * 4 + 2),
+        "input_register": 32, "output_register": 32,
+        "edram_bits": 200 * 8 + 40 * 8, "bus_bits": 200 * 8,
+        "cycles": 8, "streamed_bits": 200 * 8, "activations": 200,
+        "redy_unit_ops": 0, "adc_saturations": 0,
+    }
+    assert c == {k: 3 * v for k, v in per_vector.items()}
+
+
+def test_conv_row_tiles_hold_whole_channels():
+    spec = isaac()
+    t = tile(16 * 9, 32, spec, taps=9)  # 3x3 kernels: 14 channels = 126 rows per tile
+    assert (t.rows_per_tile, t.n_row_tiles, t.rows_used, t.n_col_tiles) == (126, 2, (126, 18), 1)
+    assert tile(5 * 25, 8, spec, taps=25).rows_per_tile == 125
+    assert tile(3 * 121, 8, spec, taps=121).rows_per_tile == 121
+    with pytest.raises(ValueError, match="taps"):
+        tile(169, 8, spec, taps=169)
+
+
+def test_bad_inputs_raise_clear_errors():
+    spec = isaac()
+    x = np.zeros((2, 10), np.int32)
+    w = np.zeros((10, 3), np.int32)
+    with pytest.raises(ValueError, match="disagree on K"):
+        crossbar_matmul(x, np.zeros((9, 3), np.int32), spec)
+    with pytest.raises(ValueError, match="x_codes.*integer"):
+        crossbar_matmul(x.astype(np.float32), w, spec)
+    with pytest.raises(ValueError, match=r"x_codes must be unsigned 8-bit.*\[0, 255\]"):
+        crossbar_matmul(x - 1, w, spec)
+    with pytest.raises(ValueError, match="w_codes must be signed 8-bit"):
+        crossbar_matmul(x, w + 300, spec)
+    with pytest.raises(ValueError, match="x_encoding"):
+        crossbar_matmul(x, w, spec, x_encoding="ones_complement")
+    with pytest.raises(ValueError, match="mode"):
+        crossbar_matmul(x, w, spec, mode="fast")
+    with pytest.raises(ValueError, match="2-D"):
+        crossbar_matmul(x[0], w, spec)
+
+
+def test_exact_and_faithful_paths_agree_bit_for_bit_and_in_counts():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (16, 300))
+    w = rng.integers(-128, 128, (300, 70))
+    spec = dataclasses.replace(isaac(), name="t")
+    ye, ce = crossbar_matmul(x, w, spec, mode="exact")
+    yf, cf = crossbar_matmul(x, w, spec, mode="faithful")
+    np.testing.assert_array_equal(np.asarray(ye), np.asarray(yf))
+    assert ce.total() == cf.total()
