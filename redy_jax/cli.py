@@ -71,5 +71,142 @@ def spec(
         typer.echo(f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
 
 
+def _fmt_table(rows: list[list], headers: list[str]) -> str:
+    cols = list(zip(*([headers] + [[str(c) for c in r] for r in rows]), strict=True))
+    widths = [max(len(c) for c in col) for col in cols]
+    line = lambda r: "  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _print_result(res: dict) -> None:
+    typer.echo(f"{res['model']} on {res['images']} {res['dataset']} test images, policy "
+               f"{res['policy']}" + (f" ({res['granularity']})" if res.get("granularity") else "")
+               + f", preset {res['preset']}")
+    typer.echo(f"  accuracy              {res['accuracy']:.4f}")
+    if res["policy"] == "float":
+        return
+    typer.echo(f"  energy / image        {res['energy_pj_per_image'] / 1e6:.3f} uJ")
+    typer.echo(f"  ADC conversions/image {res['adc_conversions_per_image']:.4g}")
+    typer.echo(f"  mean streamed bits    {res['mean_streamed_bits']:.3f}")
+    typer.echo(f"  latency / image       {res['latency_us_per_image']:.1f} us")
+    typer.echo("  breakdown (uJ/image)  " + ", ".join(
+        f"{k} {v / 1e6:.3f}" for k, v in res["breakdown_pj"].items() if v))
+    rows = [[p, d["kind"], d["crossbars"], f"{d['mean_streamed_bits']:.2f}",
+             f"{d['counts_per_image']['adc_conversions']:.4g}",
+             f"{d['energy_pj_per_image'] / 1e6:.4f}"] for p, d in res["layers"].items()]
+    typer.echo(_fmt_table(rows, ["layer", "kind", "xbars", "bits", "ADC conv", "uJ"]))
+
+
+ModelOpt = Annotated[str, typer.Option("--model", help="zoo model: lenet5, resnet20, vgg8, "
+                                       "mobilenetv2")]
+CkptOpt = Annotated[str | None, typer.Option(help="checkpoint .msgpack (default: shipped)")]
+DataOpt = Annotated[str, typer.Option(help="dataset (fashion_mnist, cifar10, digits)")]
+LimitOpt = Annotated[int | None, typer.Option(help="evaluate the first N test images")]
+BatchOpt = Annotated[int, typer.Option(help="images per jitted batch")]
+PresetOpt = Annotated[str, typer.Option(help="hardware preset")]
+ModeOpt = Annotated[str, typer.Option(help="auto | exact | faithful")]
+GranOpt = Annotated[str, typer.Option(help="ReDy/LZS group: window | channel")]
+CalibOpt = Annotated[int, typer.Option(help="training images used for calibration")]
+ThrOpt = Annotated[str | None, typer.Option(help="ReDy thresholds JSON file")]
+
+
+def _setup(model, checkpoint, dataset, limit, preset, set_, calib_images):
+    from redy_jax.checkpoint import CheckpointError
+    from redy_jax.runner import setup
+
+    try:
+        return setup(model, checkpoint=checkpoint, dataset=dataset, limit=limit, preset=preset,
+                     spec_overrides=_overrides(set_), calib_images=calib_images)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def evaluate(
+    model: ModelOpt = "resnet20",
+    checkpoint: CkptOpt = None,
+    dataset: DataOpt = "fashion_mnist",
+    limit: LimitOpt = None,
+    batch_size: BatchOpt = 250,
+    policy: Annotated[str, typer.Option(help="float | static | lzs | redy")] = "static",
+    preset: PresetOpt = "isaac",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="spec override")] = None,
+    mode: ModeOpt = "auto",
+    granularity: GranOpt = "window",
+    thresholds: ThrOpt = None,
+    tuned: Annotated[bool, typer.Option(help="use the shipped tuned thresholds")] = False,
+    calib_images: CalibOpt = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+):
+    """Accuracy and energy of a (shipped) checkpoint under one precision policy."""
+    from redy_jax.runner import POLICY_NAMES, load_thresholds, run_policy
+
+    if policy not in POLICY_NAMES:
+        raise typer.BadParameter(f"--policy must be one of {POLICY_NAMES}, got {policy!r}")
+    s = _setup(model, checkpoint, dataset, limit, preset, set_, calib_images)
+    thr = load_thresholds(s, thresholds, tuned) if policy == "redy" else None
+    res = run_policy(s, policy, batch_size=batch_size, mode=mode, granularity=granularity,
+                     thresholds=thr, progress=not as_json)
+    res["calibration"] = s.calibration.to_dict()
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+    else:
+        _print_result(res)
+
+
+@app.command()
+def compare(
+    model: ModelOpt = "resnet20",
+    checkpoint: CkptOpt = None,
+    dataset: DataOpt = "fashion_mnist",
+    limit: LimitOpt = None,
+    batch_size: BatchOpt = 250,
+    policies: Annotated[str, typer.Option(help="comma-separated policies")] = "static,redy",
+    preset: PresetOpt = "isaac",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="spec override")] = None,
+    mode: ModeOpt = "auto",
+    granularity: GranOpt = "window",
+    thresholds: ThrOpt = None,
+    tuned: Annotated[bool, typer.Option(help="use the shipped tuned thresholds")] = False,
+    calib_images: CalibOpt = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+):
+    """Several policies on the same checkpoint, images and calibration, with savings."""
+    from redy_jax.runner import POLICY_NAMES, load_thresholds, run_policy
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    for p in names:
+        if p not in POLICY_NAMES:
+            raise typer.BadParameter(f"--policies: {p!r} is not one of {POLICY_NAMES}")
+    s = _setup(model, checkpoint, dataset, limit, preset, set_, calib_images)
+    results = []
+    for p in names:
+        thr = load_thresholds(s, thresholds, tuned) if p == "redy" else None
+        results.append(run_policy(s, p, batch_size=batch_size, mode=mode,
+                                  granularity=granularity, thresholds=thr,
+                                  progress=not as_json))
+    base = next((r for r in results if r["policy"] == "static"), None)
+    for r in results:
+        if base is not None and r["policy"] != "float":
+            r["saving_vs_static"] = 1 - r["energy_pj_per_image"] / base["energy_pj_per_image"]
+            r["accuracy_delta_vs_static"] = r["accuracy"] - base["accuracy"]
+    if as_json:
+        typer.echo(json.dumps({"model": model, "results": results}, indent=2))
+        return
+    typer.echo(f"{model} on {results[0]['images']} {dataset} test images, preset {preset}, "
+               f"mode {mode}")
+    rows = []
+    for r in results:
+        e = r.get("energy_pj_per_image")
+        rows.append([r["policy"] + (f"/{r['granularity']}" if r.get("granularity") else ""),
+                     f"{r['accuracy']:.4f}", "-" if e is None else f"{e / 1e6:.3f}",
+                     f"{r['saving_vs_static']:.1%}" if "saving_vs_static" in r else "-",
+                     "-" if e is None else f"{r['adc_conversions_per_image']:.4g}",
+                     "-" if e is None else f"{r['mean_streamed_bits']:.2f}"])
+    typer.echo(_fmt_table(rows, ["policy", "accuracy", "uJ/image", "saving", "ADC conv/img",
+                                 "bits"]))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -274,3 +274,19 @@ def create_model(name: str, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name](**kwargs)
+
+
+def load_checkpoint(name: str, path=None, num_classes: int = 10):
+    """``(model, variables, record)`` of a zoo model from ``path`` (default: the shipped
+    Fashion-MNIST checkpoint). Shapes are checked against the model's own."""
+    import jax
+
+    from redy_jax import checkpoint
+
+    model = create_model(name, num_classes=num_classes)
+    path = checkpoint.shipped(name) if path is None else path
+    target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                               jnp.zeros((1, *INPUT_SHAPES[name]))))
+    target = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), target)
+    variables, record = checkpoint.load(path, target)
+    return model, variables, record

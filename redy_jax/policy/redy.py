@@ -1,0 +1,238 @@
+"""ReDy: dynamic per-group activation precision (Sabri, Riera, Gonzalez, 2023).
+
+This project's reading of the paper (its body is not available to us; see
+docs/choices.md). For each *group* — the activations driving one crossbar row tile,
+per input vector (``window``) or per image over the feature map (``channel``):
+
+1. Statistics of the group's static ``act_bits`` codes q (padding rows excluded):
+   max, mean, standard deviation, and min when the layer uses a zero point.
+2. Offset: zero-point layers stream ``q - min`` (the group's own zero point, restored
+   digitally as ``min * sum_r w_r`` per row tile); unsigned layers use offset 0.
+3. Shift: ``t = #{i : stat > thresholds[i]}`` LSBs are dropped (group step = layer step
+   x 2^t, a shift), the statistic being the group's standard deviation (or max/range).
+4. Precision: ``n`` = the bits the group's maximum needs after the shift (the maximum
+   optionally clipped at ``mean + clip_k * std``), clamped to ``[n_min, act_bits]``.
+   Codes are requantised as ``clip(round((q - offset) / 2^t), 0, 2^n - 1)``.
+5. Only ``n`` bit-planes are streamed for that group, with S+A shift ``i + t``.
+
+Thresholds that are never exceeded and ``clip_k = inf`` give lossless leading-zero
+skipping (with per-group offsets): the logits equal static 8-bit exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from redy_jax.policy.base import (
+    GRANULARITIES,
+    LayerContext,
+    PolicyMap,
+    Selection,
+    Static,
+    bits_needed,
+    digits_for_bits,
+)
+
+STATISTICS = ("std", "max", "range")
+
+
+def _group_stats(x: jnp.ndarray, ctx: LayerContext, granularity: str):
+    """max, min, mean, std of each group of (V, T, R) codes -> each (V, T) float32."""
+    rows_used = jnp.asarray(ctx.tiling.rows_used, jnp.int32)
+    valid = jnp.arange(x.shape[2])[None, :] < rows_used[:, None]  # (T, R)
+    xf = x.astype(jnp.float32)
+    big = jnp.float32(2 ** 30)
+    if granularity == "window":
+        cnt = rows_used.astype(jnp.float32)[None, :]
+        s1 = jnp.where(valid, xf, 0).sum(-1)
+        s2 = jnp.where(valid, xf * xf, 0).sum(-1)
+        mx = jnp.where(valid, xf, -big).max(-1)
+        mn = jnp.where(valid, xf, big).min(-1)
+    else:
+        b, m = ctx.images, ctx.vectors_per_image
+        xi = xf.reshape(b, m, *x.shape[1:])
+        cnt = (rows_used * m).astype(jnp.float32)[None, :]
+        s1 = jnp.where(valid, xi, 0).sum((1, 3))
+        s2 = jnp.where(valid, xi * xi, 0).sum((1, 3))
+        mx = jnp.where(valid, xi, -big).max((1, 3))
+        mn = jnp.where(valid, xi, big).min((1, 3))
+        s1, s2, mx, mn = (jnp.repeat(a, m, axis=0) for a in (s1, s2, mx, mn))
+    mean = s1 / cnt
+    std = jnp.sqrt(jnp.maximum(s2 / cnt - mean * mean, 0.0))
+    return mx, mn, mean, std
+
+
+def _round_shift(x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
+    """round(x / 2^t), half up, for int32 x and per-group t (broadcast)."""
+    half = jnp.where(t > 0, jnp.left_shift(1, jnp.maximum(t - 1, 0)), 0)
+    return (x + half) >> t
+
+
+@struct.dataclass
+class ReDy:
+    """ReDy policy of one layer. ``thresholds``: float32 (t_max,) ascending, in code
+    units of ``statistic``; the group drops one more LSB for each threshold exceeded."""
+
+    thresholds: jnp.ndarray
+    granularity: str = struct.field(pytree_node=False, default="window")
+    statistic: str = struct.field(pytree_node=False, default="std")
+    n_min: int = struct.field(pytree_node=False, default=1)
+    clip_k: float = struct.field(pytree_node=False, default=math.inf)
+    name: str = struct.field(pytree_node=False, default="redy")
+
+    def __post_init__(self):
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"ReDy.granularity must be one of {GRANULARITIES}, "
+                             f"got {self.granularity!r}")
+        if self.statistic not in STATISTICS:
+            raise ValueError(f"ReDy.statistic must be one of {STATISTICS}, "
+                             f"got {self.statistic!r}")
+        if not (isinstance(self.n_min, int) and 1 <= self.n_min <= 16):
+            raise ValueError(f"ReDy.n_min must be an integer in [1, 16], got {self.n_min!r}")
+        if not self.clip_k > 0:
+            raise ValueError(f"ReDy.clip_k must be > 0 (inf: no clipping), got {self.clip_k}")
+
+    def statistic_of(self, mx, mn, mean, std):
+        return {"std": std, "max": mx, "range": mx - mn}[self.statistic]
+
+    def shifts(self, stat: jnp.ndarray) -> jnp.ndarray:
+        """Hard rule: LSBs dropped = thresholds exceeded (int32, same shape as ``stat``)."""
+        thr = jnp.asarray(self.thresholds, jnp.float32)
+        return (stat[..., None] > thr).sum(-1).astype(jnp.int32)
+
+    def plan(self, x: jnp.ndarray, ctx: LayerContext, t: jnp.ndarray | None = None):
+        """Group statistics -> (offsets, shifts t, bits n) for codes (V, T, R)."""
+        mx, mn, mean, std = _group_stats(x, ctx, self.granularity)
+        use_offset = ctx.zero_point != 0 and not ctx.sign_bit
+        offset = mn.astype(jnp.int32) if use_offset else jnp.zeros(mn.shape, jnp.int32)
+        if t is None:
+            t = self.shifts(self.statistic_of(mx, mn, mean, std))
+        t = jnp.minimum(t, ctx.spec.act_bits - 1)
+        top = mx
+        if math.isfinite(self.clip_k):
+            top = jnp.minimum(mx, jnp.ceil(mean + self.clip_k * std))
+        top = top.astype(jnp.int32) - offset
+        if ctx.sign_bit:
+            lo = _round_shift(mn.astype(jnp.int32), t)
+            n = jnp.maximum(bits_needed(_round_shift(top, t), True), bits_needed(lo, True))
+        else:
+            n = bits_needed(_round_shift(top, t), False)
+        n = jnp.clip(n, self.n_min, ctx.spec.act_bits)
+        return offset, t, n
+
+    def select(self, x: jnp.ndarray, ctx: LayerContext) -> Selection:
+        offset, t, n = self.plan(x, ctx)
+        return self.requantize(x, ctx, offset, t, n)
+
+    def requantize(self, x, ctx: LayerContext, offset, t, n) -> Selection:
+        q = _round_shift(x - offset[..., None], t[..., None])
+        if ctx.sign_bit:
+            hi = jnp.left_shift(1, n - 1) - 1
+            q = jnp.clip(q, -hi[..., None] - 1, hi[..., None])
+        else:
+            q = jnp.clip(q, 0, (jnp.left_shift(1, n) - 1)[..., None])
+        per_vector = ctx.tiling.k if self.granularity == "window" else -(-ctx.tiling.k //
+                                                                         ctx.tiling.taps)
+        unit_ops = jnp.full((x.shape[0],), per_vector, jnp.int32)
+        planes = digits_for_bits(n, ctx.spec).astype(jnp.int32)
+        use_offset = ctx.zero_point != 0 and not ctx.sign_bit
+        return Selection(q.astype(jnp.int32), planes, t, unit_ops,
+                         offset if use_offset else None)
+
+
+def lossless(t_max: int = 4, **kw) -> ReDy:
+    """ReDy that never drops LSBs: leading-zero skipping with per-group offsets."""
+    return ReDy(thresholds=jnp.full((t_max,), jnp.inf, jnp.float32), **kw)
+
+
+def thresholds_from_scale(c: float, t_max: int = 4) -> np.ndarray:
+    """Thresholds ``2^i / c`` (i = 1..t_max): a group drops t LSBs when its std exceeds
+    ``2^t / c`` codes, i.e. when the added rounding noise (~2^t / sqrt(12)) stays a
+    fraction ``~1/(c sqrt(12))`` of its spread. Larger c drops more."""
+    return (2.0 ** np.arange(1, t_max + 1) / c).astype(np.float32)
+
+
+def redy_policy_map(s=None, *, granularity: str = "window", thresholds=None,
+                    conv_paths=None, **kw) -> PolicyMap:
+    """ReDy on conv layers (per-layer thresholds), static 8-bit on dense and depthwise
+    layers (the paper treats conv layers; configurable via ``rules``).
+
+    Args:
+      s: a :class:`redy_jax.runner.Setup` (used to find shipped default thresholds or to
+        calibrate them when ``thresholds`` is None).
+      thresholds: a ``ThresholdSet`` dict (see :func:`read_thresholds`) or None.
+    """
+    if thresholds is None:
+        if s is None:
+            raise ValueError("redy_policy_map needs thresholds or a Setup to calibrate them")
+        path = default_thresholds_path(s.model_name, granularity)
+        if path.exists():
+            thresholds = read_thresholds(path)
+        else:
+            from redy_jax.policy.calibrate import calibrate_thresholds
+
+            thresholds = calibrate_thresholds(s, granularity=granularity)
+    cfg = thresholds.get("config", {})
+    gran = cfg.get("granularity", granularity)
+    params = dict(statistic=cfg.get("statistic", "std"), n_min=cfg.get("n_min", 1),
+                  clip_k=math.inf if cfg.get("clip_k") is None else float(cfg["clip_k"]), granularity=gran)
+    params.update(kw)
+    rules = tuple((p, ReDy(thresholds=jnp.asarray(v, jnp.float32), **params))
+                  for p, v in thresholds["layers"].items())
+    return PolicyMap(default=Static(), rules=rules, dense_default=Static(),
+                     depthwise_default=Static())
+
+
+def default_thresholds_path(model: str, granularity: str) -> Path:
+    from redy_jax.checkpoint import CHECKPOINT_DIR
+
+    return CHECKPOINT_DIR / f"{model}_fashion_mnist.redy_{granularity}.json"
+
+
+def shipped_thresholds(model: str) -> Path:
+    from redy_jax.checkpoint import CHECKPOINT_DIR
+
+    path = CHECKPOINT_DIR / f"{model}_fashion_mnist.redy_tuned.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no tuned thresholds shipped for {model}: {path} is missing "
+                                "(produce them with `redy tune`)")
+    return path
+
+
+def read_thresholds(path) -> dict:
+    """Reads a thresholds file: ``{"config": {...}, "layers": {path: [t1, ...]}, ...}``."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"thresholds file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"thresholds file {path} is not valid JSON: {e}") from e
+    if not isinstance(d, dict) or not isinstance(d.get("layers"), dict):
+        raise ValueError(f"thresholds file {path} must hold an object with a 'layers' mapping")
+    for k, v in d["layers"].items():
+        a = np.asarray(v, np.float64)
+        if a.ndim != 1 or a.size == 0 or np.isnan(a).any():
+            raise ValueError(f"thresholds file {path}: layer {k!r} needs a non-empty list of "
+                             f"numbers, got {v!r}")
+        if np.any(np.diff(a) < 0):
+            raise ValueError(f"thresholds file {path}: layer {k!r} thresholds must ascend")
+    return d
+
+
+def write_thresholds(path, layers: dict, config: dict, provenance: dict) -> None:
+    from redy_jax.checkpoint import atomic_write_json
+
+    atomic_write_json(path, {"config": config, "provenance": provenance,
+                             "layers": {k: [float(x) for x in np.asarray(v)]
+                                        for k, v in layers.items()}})
+
+
+__all__ = ["ReDy", "STATISTICS", "lossless", "redy_policy_map", "read_thresholds",
+           "thresholds_from_scale", "write_thresholds"]
