@@ -52,7 +52,7 @@ def _nt_hist(planes, shifts, spec: HardwareSpec):
 
 
 def _run_group(x_codes, w_codes, tiling, spec, policy, ctx, mode, sign_bit):
-    """x_codes (V, K) unsigned codes of one group, w_codes (K, N) -> (y_int (V, N), counts, hist)."""
+    """One group: x_codes (V, K) unsigned codes, w_codes (K, N) -> (y_int, counts, hist)."""
     stored = store_weights(w_codes, tiling, spec)
     x_tiles = to_tiles(x_codes, tiling)
     if sign_bit:  # stream two's complement values q - 2^(b-1)

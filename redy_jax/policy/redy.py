@@ -180,8 +180,9 @@ def redy_policy_map(s=None, *, granularity: str = "window", thresholds=None,
             thresholds = calibrate_thresholds(s, granularity=granularity)
     cfg = thresholds.get("config", {})
     gran = cfg.get("granularity", granularity)
+    clip_k = math.inf if cfg.get("clip_k") is None else float(cfg["clip_k"])
     params = dict(statistic=cfg.get("statistic", "std"), n_min=cfg.get("n_min", 1),
-                  clip_k=math.inf if cfg.get("clip_k") is None else float(cfg["clip_k"]), granularity=gran)
+                  clip_k=clip_k, granularity=gran)
     params.update(kw)
     rules = tuple((p, ReDy(thresholds=jnp.asarray(v, jnp.float32), **params))
                   for p, v in thresholds["layers"].items())
