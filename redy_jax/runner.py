@@ -91,6 +91,12 @@ def run_policy(s: Setup, policy_name: str, *, policy=None, batch_size: int = 250
     }
     out["images"] = res.images
     out["jax_devices"] = jax.device_count()
+    if policy_name == "float":  # no crossbar: energy figures do not apply
+        for k in ("energy_pj_per_image", "breakdown_pj", "adc_conversions_per_image",
+                  "xbar_reads_per_image", "cycles_per_image", "latency_us_per_image",
+                  "adc_saturations_per_image", "mean_streamed_bits", "crossbars", "area_mm2"):
+            out[k] = None
+        out["layers"] = {}
     return out
 
 

@@ -1,0 +1,76 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from redy_jax import data
+from redy_jax.data.fashion_mnist import IdxFormatError, read_idx, read_split_files
+
+
+def _idx(path, arr, magic_type=0x08, gz=True):
+    header = bytes([0, 0, magic_type, arr.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in arr.shape)
+    raw = header + arr.astype(np.uint8).tobytes()
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(raw)
+
+
+def test_read_idx_roundtrip_and_errors(tmp_path):
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    _idx(tmp_path / "a.gz", a)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), a)
+    _idx(tmp_path / "b", a, gz=False)
+    np.testing.assert_array_equal(read_idx(tmp_path / "b"), a)
+    (tmp_path / "t.gz").write_bytes(gzip.compress(b"\0\0\x08\x01\0\0\0\x09abc"))
+    with pytest.raises(IdxFormatError, match="payload has 3 bytes"):
+        read_idx(tmp_path / "t.gz")
+    _idx(tmp_path / "f.gz", a, magic_type=0x0D)
+    with pytest.raises(IdxFormatError, match="element type"):
+        read_idx(tmp_path / "f.gz")
+    (tmp_path / "z.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(IdxFormatError, match="cannot be decompressed"):
+        read_idx(tmp_path / "z.gz")
+
+
+def test_missing_fashion_mnist_files_explain_how_to_get_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        read_split_files("test", tmp_path)
+    with pytest.raises(ValueError, match="split"):
+        read_split_files("validation", tmp_path)
+
+
+def test_local_builder_on_a_stand_in(tmp_path, monkeypatch):
+    """The offline TFDS builder prepares array_record files from IDX files (a 20-image
+    stand-in here) and reads them back without TensorFlow."""
+    rng = np.random.default_rng(0)
+    for split, (img, lab) in {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+                              }.items():
+        _idx(tmp_path / img, rng.integers(0, 256, (20, 28, 28)))
+        _idx(tmp_path / lab, rng.integers(0, 10, (20,)))
+    monkeypatch.setenv("REDY_FASHION_MNIST_DIR", str(tmp_path))
+    ds = data.load("fashion_mnist", "test", limit=7, data_dir=tmp_path / "tfds")
+    assert ds.images.shape == (7, 28, 28, 1) and ds.images.dtype == np.uint8
+    assert ds.labels.shape == (7,) and ds.num_classes == 10
+    expected = read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    assert set(ds.labels.tolist()) <= set(expected.tolist())
+
+
+def test_real_fashion_mnist_test_split():
+    ds = data.load("fashion_mnist", "test")
+    assert ds.images.shape == (10000, 28, 28, 1)
+    assert np.bincount(ds.labels, minlength=10).tolist() == [1000] * 10
+    x = data.normalize(ds.images[:100], ds.mean, ds.std)
+    assert x.dtype == np.float32 and x.min() < 0 < x.max()
+
+
+def test_digits_is_a_tiny_real_dataset():
+    tr, te = data.load("digits", "train"), data.load("digits", "test")
+    assert tr.images.shape[1:] == (8, 8, 1) and len(tr.labels) + len(te.labels) == 1797
+
+
+def test_unknown_dataset_and_bad_limit():
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        data.load("mnist_plus")
+    with pytest.raises(ValueError, match="limit"):
+        data.load("digits", limit=0)

@@ -1,0 +1,178 @@
+"""One-pass simulation of unmodified Flax models."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from redy_jax.hw import isaac
+from redy_jax.integrate.intercept import UnsupportedLayerError
+from redy_jax.policy import Float, LeadingZeroSkip, PolicyMap, Static
+from redy_jax.simulate import calibrate, evaluate, simulate_fn
+
+
+class UserNet(nn.Module):
+    """A model a user might write: not from the zoo."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(6, (3, 3), padding="SAME", name="conv")(x)
+        x = nn.relu(x)
+        x = nn.Conv(4, (3, 3), padding="SAME", name="conv2")(x)
+        x = nn.relu(x)
+        x = nn.avg_pool(x, (2, 2), (2, 2))
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(5, name="head")(x)
+
+
+@pytest.fixture(scope="module")
+def user_net():
+    model = UserNet()
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 8, 8, 2))  # signed input
+    x = x.at[:3].multiply(0.05)  # dim images: the ReLU-fed conv sees leading zeros
+    variables = model.init(jax.random.PRNGKey(1), x)
+    spec = isaac()
+    cal = calibrate(model, variables, x, spec)
+    return model, variables, np.asarray(x), spec, cal
+
+
+def _qw(w):
+    """Per-output-channel symmetric 8-bit weight codes (independent re-implementation)."""
+    w = np.asarray(w, np.float32)
+    flat = w.reshape(-1, w.shape[-1])
+    scale = (np.abs(flat).max(0) / 127).astype(np.float32)
+    return np.clip(np.round(w / scale), -127, 127).astype(np.int64), scale
+
+
+def _qx(x, q):
+    return np.clip(np.round(np.asarray(x, np.float32) / np.float32(q.scale)) + q.zero_point,
+                   0, 255).astype(np.int64) - q.zero_point
+
+
+def _conv_ref(x, p, q):
+    """3x3 SAME conv on quantised codes: explicit loops over kernel taps, int64 sums."""
+    xc = _qx(x, q)  # real-zero-centred codes; zero padding is then a real zero
+    wq, ws = _qw(p["kernel"])
+    b, h, w, _ = xc.shape
+    xp = np.pad(xc, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    acc = np.zeros((b, h, w, wq.shape[-1]), np.int64)
+    for i in range(3):
+        for j in range(3):
+            acc += np.einsum("bhwc,co->bhwo", xp[:, i:i + h, j:j + w], wq[i, j])
+    return acc.astype(np.float32) * (np.float32(q.scale) * ws) + np.asarray(p["bias"])
+
+
+def _reference(model_vars, x, cal):
+    """Integer reference of UserNet on the same quantised weights and activations."""
+    p = model_vars["params"]
+    y = np.maximum(_conv_ref(x, p["conv"], cal["conv"]), 0)
+    y = np.maximum(_conv_ref(y, p["conv2"], cal["conv2"]), 0)
+    b, h, w = y.shape[:3]
+    y = y.reshape(b, h // 2, 2, w // 2, 2, -1).mean(axis=(2, 4)).reshape(b, -1)
+    xd = _qx(y, cal["head"])
+    wq, ws = _qw(p["head"]["kernel"])
+    return (xd @ wq).astype(np.float32) * (np.float32(cal["head"].scale) * ws) + np.asarray(
+        p["head"]["bias"])
+
+
+@pytest.mark.parametrize("mode", ["exact", "faithful"])
+def test_user_model_logits_equal_integer_reference(user_net, mode):
+    model, variables, x, spec, cal = user_net
+    logits, report = evaluate(model, variables, x, spec, Static(), calibration=cal, mode=mode)
+    np.testing.assert_allclose(np.asarray(logits), _reference(variables, x, cal), rtol=1e-5,
+                               atol=1e-5)
+    assert set(report.layers) == {"conv", "conv2", "head"}
+    assert cal["conv"].signed and cal["conv"].zero_point > 0  # normalised input: zero point
+    assert report.per_image("adc_saturations") == 0
+
+
+def test_static_logits_are_close_to_float(user_net):
+    model, variables, x, spec, cal = user_net
+    lf, _ = evaluate(model, variables, x, spec, Float())
+    ls, _ = evaluate(model, variables, x, spec, Static(), calibration=cal)
+    assert float(jnp.abs(lf - ls).max()) < 0.05 * float(jnp.abs(lf).max())
+
+
+def test_leading_zero_skipping_is_lossless_with_fewer_conversions(user_net):
+    model, variables, x, spec, cal = user_net
+    ls, rs = evaluate(model, variables, x, spec, Static(), calibration=cal)
+    for g in ("window", "channel"):
+        ll, rl = evaluate(model, variables, x, spec, LeadingZeroSkip(granularity=g),
+                          calibration=cal)
+        np.testing.assert_array_equal(np.asarray(ll), np.asarray(ls))
+        assert rl.per_image("adc_conversions") <= rs.per_image("adc_conversions")
+        if g == "window":  # per-window groups always find some leading zeros here
+            assert rl.per_image("adc_conversions") < rs.per_image("adc_conversions")
+            assert rl.energy_pj_per_image() < rs.energy_pj_per_image()
+
+
+def test_report_breakdown_sums_to_total_and_counts_are_per_image(user_net):
+    model, variables, x, spec, cal = user_net
+    _, r = evaluate(model, variables, x, spec, Static(), calibration=cal)
+    d = r.to_dict()
+    assert sum(d["breakdown_pj"].values()) == pytest.approx(d["energy_pj_per_image"])
+    conv = d["layers"]["conv"]
+    # 64 windows x 18 rows (2 ch x 9 taps) on one crossbar; 6 outputs x 4 slices + unit column.
+    assert conv["counts_per_image"]["xbar_reads"] == 64 * 8
+    assert conv["counts_per_image"]["adc_conversions"] == 64 * 8 * (6 * 4 + 1)
+    assert conv["mean_streamed_bits"] == 8.0
+    assert d["latency_us_per_image"] == pytest.approx((64 * 8 + 64 * 8 + 8) * 0.1)  # 3 layers
+
+
+def test_pass_compiles_once_per_shape_and_is_deterministic(user_net):
+    model, variables, x, spec, cal = user_net
+    run, _ = simulate_fn(model, spec, cal, "auto")
+    before = run._cache_size()
+    a, ra = evaluate(model, variables, x, spec, Static(), calibration=cal)
+    b, rb = evaluate(model, variables, x, spec, Static(), calibration=cal)
+    assert run._cache_size() <= before + 1
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert ra.to_dict() == rb.to_dict()
+    evaluate(model, variables, x[:3], spec, Static(), calibration=cal)  # new shape: one more
+    assert run._cache_size() <= before + 2
+
+
+def test_per_layer_policy_by_path(user_net):
+    model, variables, x, spec, cal = user_net
+    pm = PolicyMap(default=Static(), rules=(("head", Float()),))
+    _, r = evaluate(model, variables, x, spec, pm, calibration=cal)
+    assert list(r.layers) == ["conv", "conv2"]
+
+
+class Deconv(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(3, (3, 3), name="ok")(x)
+        return nn.ConvTranspose(3, (3, 3), name="up")(x)
+
+
+def test_unsupported_layer_is_named():
+    model = Deconv()
+    x = jnp.ones((2, 6, 6, 1))
+    v = model.init(jax.random.PRNGKey(0), x)
+    with pytest.raises(UnsupportedLayerError, match="'up' \\(ConvTranspose\\)"):
+        calibrate(model, v, x, isaac())
+
+
+def test_bad_images_raise(user_net):
+    model, variables, x, spec, cal = user_net
+    bad = x.copy()
+    bad[1, 2, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN/inf"):
+        evaluate(model, variables, bad, spec, Static(), calibration=cal)
+    with pytest.raises(ValueError, match="do not fit model UserNet"):
+        evaluate(model, variables, x[..., :1], spec, Static(), calibration=cal)
+    with pytest.raises(ValueError, match="float model inputs"):
+        evaluate(model, variables, x.astype(np.uint8), spec, Static(), calibration=cal)
+    with pytest.raises(ValueError, match="calibration is required"):
+        evaluate(model, variables, x, spec, Static())
+
+
+def test_nan_weights_are_reported_by_layer(user_net):
+    model, variables, x, spec, cal = user_net
+    v = jax.tree_util.tree_map(lambda a: a, variables)
+    v = {"params": {**v["params"], "conv": {**v["params"]["conv"],
+                                             "bias": jnp.full((6,), jnp.nan)}}}
+    with pytest.raises(FloatingPointError, match="layer 'conv2'"):
+        evaluate(model, v, x, spec, Static(), calibration=cal)
