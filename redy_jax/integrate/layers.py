@@ -16,9 +16,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from redy_jax.hw.spec import HardwareSpec
-from redy_jax.policy.base import LayerContext
+from redy_jax.policy.base import LayerContext, Static
 from redy_jax.quant.activations import ActQuant, quantize
-from redy_jax.xbar.engine import Counts, run_tiles, to_tiles
+from redy_jax.xbar.bit_serial import exact_matmul
+from redy_jax.xbar.engine import Counts, count_events, resolve_mode, run_tiles, to_tiles
 from redy_jax.xbar.layout import tile
 from redy_jax.xbar.weights import quantize_weights, store_weights
 
@@ -44,8 +45,35 @@ class LayerInfo(NamedTuple):
     macs_per_image: int
 
 
-def _nt_hist(planes, shifts, spec: HardwareSpec):
+def im2col(x, kernel, strides, padding, dilation=(1, 1), pad_value=0):
+    """Patches of NHWC ``x`` -> (B, Ho, Wo, C * kh * kw), channel-major (channel slowest,
+    kernel tap fastest), by strided slicing (pure data movement, no arithmetic).
+
+    ``pad_value`` fills the padding: the code of a real zero (the zero point).
+    """
+    kh, kw = kernel
+    if isinstance(padding, str):
+        eff = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+        padding = lax.padtype_to_pads(x.shape[1:3], eff, strides, padding)
+    (pt, pb), (pl, pr) = padding
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
+    ho = (xp.shape[1] - (kh - 1) * dilation[0] - 1) // strides[0] + 1
+    wo = (xp.shape[2] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+    taps = []
+    for i in range(kh):  # static unroll over kernel taps
+        for j in range(kw):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            taps.append(lax.slice(
+                xp, (0, r0, c0, 0),
+                (xp.shape[0], r0 + (ho - 1) * strides[0] + 1, c0 + (wo - 1) * strides[1] + 1,
+                 xp.shape[3]), (1, strides[0], strides[1], 1)))
+    return jnp.stack(taps, axis=-1).reshape(x.shape[0], ho, wo, -1)
+
+
+def _nt_hist(planes, shifts, spec: HardwareSpec, full: int = 0):
     p = spec.planes + 1
+    if planes is None:  # every group streamed all planes, no shift
+        return jnp.zeros((p, p), jnp.int32).at[p - 1, 0].set(full)
     t = jnp.zeros_like(planes) if shifts is None else jnp.clip(shifts, 0, p - 1)
     idx = jnp.clip(planes, 0, p - 1) * p + t
     return jnp.bincount(idx.reshape(-1), length=p * p).reshape(p, p).astype(jnp.int32)
@@ -54,17 +82,37 @@ def _nt_hist(planes, shifts, spec: HardwareSpec):
 def _run_group(x_codes, w_codes, tiling, spec, policy, ctx, mode, sign_bit):
     """One group: x_codes (V, K) unsigned codes, w_codes (K, N) -> (y_int, counts, hist)."""
     stored = store_weights(w_codes, tiling, spec)
-    x_tiles = to_tiles(x_codes, tiling)
     if sign_bit:  # stream two's complement values q - 2^(b-1)
-        x_tiles = x_tiles - ctx.zero_point
-    sel = policy.select(x_tiles, ctx)
-    y, counts = run_tiles(sel.codes, stored, tiling, spec, signed=sign_bit, mode=mode,
-                          planes=sel.planes, shifts=sel.shifts, redy_unit_ops=sel.unit_ops)
-    if sel.offsets is not None:  # per-group zero points, restored digitally per row tile
-        y = y + jnp.einsum("vt,tn->vn", sel.offsets, stored.codes.sum(axis=1))
+        x_codes = x_codes - ctx.zero_point
+    exact = resolve_mode(mode, tiling, spec) == "exact"
+    if isinstance(policy, Static) and exact:
+        # Every group streams all planes and the ADC is exact: the outputs are the
+        # exact integer product; no need to split the vector into row tiles.
+        y = exact_matmul(x_codes, w_codes, spec, signed=sign_bit)
+        counts = count_events(None, tiling, spec, vectors=x_codes.shape[0])
+        hist = _nt_hist(None, None, spec, full=x_codes.shape[0] * tiling.n_row_tiles)
+    else:
+        x_tiles = to_tiles(x_codes, tiling)
+        sel = policy.select(x_tiles, ctx)
+        hist = _nt_hist(sel.planes, sel.shifts, spec)
+        if exact:
+            # With an exact ADC the crossbar computes sum_t (q'_t . w_t) << t_t, and the
+            # digital offsets add off_t * colsum_t: together ((q' << t) + off) . w.
+            eff = sel.codes if sel.shifts is None else sel.codes << sel.shifts[..., None]
+            if sel.offsets is not None:
+                eff = eff + sel.offsets[..., None]
+            eff = eff.reshape(eff.shape[0], -1)[:, :tiling.k]
+            y = exact_matmul(eff, w_codes, spec, signed=sign_bit, headroom_bits=1)
+            counts = count_events(sel.planes, tiling, spec, None, sel.unit_ops)
+        else:
+            y, counts = run_tiles(sel.codes, stored, tiling, spec, signed=sign_bit,
+                                  mode=mode, planes=sel.planes, shifts=sel.shifts,
+                                  redy_unit_ops=sel.unit_ops)
+            if sel.offsets is not None:  # per-group zero points, restored per row tile
+                y = y + jnp.einsum("vt,tn->vn", sel.offsets, stored.codes.sum(axis=1))
     if not sign_bit and ctx.zero_point:
         y = y - ctx.zero_point * stored.col_sum
-    return y, counts, _nt_hist(sel.planes, sel.shifts, spec)
+    return y, counts, hist
 
 
 def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, policy,
@@ -91,13 +139,9 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
         out_hw = x.shape[1:-1]
     else:
         kh, kw, cin_g, cout = kernel.shape
-        # im2col on real-zero-centred values, so padding holds the code of 0.0 (= zp).
-        centred = (codes - zp).astype(jnp.float32)
-        p = lax.conv_general_dilated_patches(
-            centred, (kh, kw), strides, padding, rhs_dilation=kernel_dilation,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))  # features: channel-major
-        out_hw = p.shape[1:3]
-        patches = (jnp.round(p).astype(jnp.int32) + zp).reshape(b, -1, groups * cin_g * kh * kw)
+        patches = im2col(codes, (kh, kw), strides, padding, kernel_dilation, pad_value=zp)
+        out_hw = patches.shape[1:3]
+        patches = patches.reshape(b, -1, groups * cin_g * kh * kw)
     m = patches.shape[1]
     taps = kh * kw
     k, n = cin_g * taps, cout // groups

@@ -177,3 +177,25 @@ def exact_outputs(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
         return (x[:, 0].astype(jnp.float32) @ wc[0].astype(jnp.float32)).astype(jnp.int32)
     part = jnp.einsum("vcr,crn->vcn", x.astype(jnp.float32), wc.astype(jnp.float32))
     return part.astype(jnp.int32).sum(axis=1)
+
+
+def exact_matmul(x: jnp.ndarray, w_codes: jnp.ndarray, spec: HardwareSpec,
+                 signed: bool, headroom_bits: int = 0) -> jnp.ndarray:
+    """Exact int32 ``x (V, K) @ w (K, N)`` with float32 matmuls on row chunks small enough
+    that every sum stays below 2**24 (one chunk for 8-bit operands up to K = 514).
+
+    ``headroom_bits``: |x| may exceed the ``act_bits`` range by this many bits (e.g.
+    ReDy's effective codes ``(q' << t) + offset``)."""
+    v, k = x.shape
+    xmax = (1 << (spec.act_bits - 1)) if signed else (1 << spec.act_bits) - 1
+    xmax = (xmax + 1) << headroom_bits
+    wmax = 1 << (spec.weight_bits - 1)
+    per = max(1, (_F32_EXACT - 1) // (xmax * wmax))
+    xf, wf = x.astype(jnp.float32), jnp.asarray(w_codes).astype(jnp.float32)
+    if k <= per:
+        return (xf @ wf).astype(jnp.int32)
+    chunks = -(-k // per)
+    pad = chunks * per - k
+    xc = jnp.pad(xf, ((0, 0), (0, pad))).reshape(v, chunks, per)
+    wc = jnp.pad(wf, ((0, pad), (0, 0))).reshape(chunks, per, -1)
+    return jnp.einsum("vcr,crn->vcn", xc, wc).astype(jnp.int32).sum(axis=1)

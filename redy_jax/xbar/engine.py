@@ -95,29 +95,38 @@ def to_tiles(x_codes: jnp.ndarray, tiling: Tiling) -> jnp.ndarray:
     return x.reshape(v, tiling.n_row_tiles, tiling.rows_per_tile)
 
 
-def count_events(planes: jnp.ndarray, tiling: Tiling, spec: HardwareSpec,
+def count_events(planes: jnp.ndarray | None, tiling: Tiling, spec: HardwareSpec,
                  saturated: jnp.ndarray | None = None,
-                 redy_unit_ops: jnp.ndarray | None = None) -> Counts:
+                 redy_unit_ops: jnp.ndarray | None = None, vectors: int | None = None) -> Counts:
     """Exact event counts from the digit planes streamed per (vector, row tile).
 
     Args:
-      planes: int32 (V, T) digit planes streamed for each group (``spec.planes`` when
-        static; fewer under leading-zero skipping or ReDy).
+      planes: int32 (V, T) digit planes streamed for each group (fewer than
+        ``spec.planes`` under leading-zero skipping or ReDy), or None when every group
+        streams all ``spec.planes`` (then ``vectors`` gives V; counts are constants).
     """
-    planes = planes.astype(jnp.int32)
     c = tiling.n_col_tiles
-    rows_used = jnp.asarray(tiling.rows_used, jnp.int32)
     conv_per_plane = tiling.n * spec.slices + (c if spec.unit_column else 0)
-    sum_planes = planes.sum(axis=1)
-    reads = sum_planes * c
-    conversions = sum_planes * conv_per_plane
-    v = planes.shape[0]
-    const = lambda val: jnp.full((v,), val, jnp.int32)
     in_bits = tiling.k * spec.act_bits
+    if planes is None:
+        v = vectors
+        sum_planes = spec.planes * tiling.n_row_tiles
+        row_planes = spec.planes * tiling.k  # sum over row tiles of planes x rows used
+        cycles = spec.planes
+    else:
+        v = planes.shape[0]
+        planes = planes.astype(jnp.int32)
+        rows_used = jnp.asarray(tiling.rows_used, jnp.int32)
+        sum_planes = planes.sum(axis=1)
+        row_planes = (planes * rows_used).sum(axis=1)
+        cycles = planes.max(axis=1)
+    const = lambda val: jnp.broadcast_to(jnp.asarray(val, jnp.int32), (v,))
+    reads = const(sum_planes * c)
+    conversions = const(sum_planes * conv_per_plane)
     return Counts(
         xbar_reads=reads,
         adc_conversions=conversions,
-        dac_drives=(planes * rows_used).sum(axis=1) * c,
+        dac_drives=const(row_planes * c),
         sample_holds=conversions,
         shift_adds=conversions,
         input_register=reads,
@@ -125,8 +134,8 @@ def count_events(planes: jnp.ndarray, tiling: Tiling, spec: HardwareSpec,
         edram_bits=const(in_bits + tiling.n * spec.act_bits),
         bus_bits=const(in_bits),
         redy_unit_ops=const(0) if redy_unit_ops is None else redy_unit_ops.astype(jnp.int32),
-        cycles=planes.max(axis=1),
-        streamed_bits=(planes * rows_used).sum(axis=1) * spec.dac_bits,
+        cycles=const(cycles),
+        streamed_bits=const(row_planes * spec.dac_bits),
         activations=const(tiling.k),
         adc_saturations=const(0) if saturated is None else saturated,
     )
@@ -158,9 +167,7 @@ def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: Hard
         if shifts is not None:
             partial = partial << shifts[..., None]
         y = partial.sum(axis=1)
-    if planes is None:
-        planes = jnp.full((v, tiling.n_row_tiles), spec.planes, jnp.int32)
-    return y, count_events(planes, tiling, spec, saturated, redy_unit_ops)
+    return y, count_events(planes, tiling, spec, saturated, redy_unit_ops, vectors=v)
 
 
 def _check_range(name: str, found, lo: int, hi: int, what: str) -> None:

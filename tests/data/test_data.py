@@ -43,9 +43,8 @@ def test_local_builder_on_a_stand_in(tmp_path, monkeypatch):
     """The offline TFDS builder prepares array_record files from IDX files (a 20-image
     stand-in here) and reads them back without TensorFlow."""
     rng = np.random.default_rng(0)
-    for split, (img, lab) in {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-                              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-                              }.items():
+    for img, lab in (("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                     ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")):
         _idx(tmp_path / img, rng.integers(0, 256, (20, 28, 28)))
         _idx(tmp_path / lab, rng.integers(0, 10, (20,)))
     monkeypatch.setenv("REDY_FASHION_MNIST_DIR", str(tmp_path))
