@@ -94,7 +94,7 @@ def _run_group(x_codes, w_codes, tiling, spec, policy, ctx, mode, sign_bit):
     else:
         x_tiles = to_tiles(x_codes, tiling)
         sel = policy.select(x_tiles, ctx)
-        hist = _nt_hist(sel.planes, sel.shifts, spec)
+        hist = _nt_hist(sel.planes.astype(jnp.int32), sel.shifts, spec)
         if exact:
             # With an exact ADC the crossbar computes sum_t (q'_t . w_t) << t_t, and the
             # digital offsets add off_t * colsum_t: together ((q' << t) + off) . w.
@@ -104,7 +104,14 @@ def _run_group(x_codes, w_codes, tiling, spec, policy, ctx, mode, sign_bit):
             eff = eff.reshape(eff.shape[0], -1)[:, :tiling.k]
             y = exact_matmul(eff, w_codes, spec, signed=sign_bit, headroom_bits=1)
             counts = count_events(sel.planes, tiling, spec, None, sel.unit_ops)
+            if sel.eff_soft is not None:  # tuning: hard forward, relaxed gradient
+                soft = sel.eff_soft.reshape(eff.shape[0], -1)[:, :tiling.k]
+                y_soft = soft @ w_codes.astype(jnp.float32)
+                y = y.astype(jnp.float32) + (y_soft - lax.stop_gradient(y_soft))
         else:
+            if sel.eff_soft is not None:
+                raise ValueError("a relaxed (temperature > 0) ReDy policy needs an exact ADC "
+                                 "(mode='exact' or 'auto' on a spec whose ADC cannot clip)")
             y, counts = run_tiles(sel.codes, stored, tiling, spec, signed=sign_bit,
                                   mode=mode, planes=sel.planes, shifts=sel.shifts,
                                   redy_unit_ops=sel.unit_ops)

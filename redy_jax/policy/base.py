@@ -54,6 +54,7 @@ class Selection(NamedTuple):
     shifts: jnp.ndarray | None = None  # int32 (V, T) LSBs dropped per group
     unit_ops: jnp.ndarray | None = None  # int32 (V,) activations through the ReDy unit
     offsets: jnp.ndarray | None = None  # int32 (V, T) per-group zero point (digital)
+    eff_soft: jnp.ndarray | None = None  # float (V, T, R) relaxed effective codes (tuning)
 
 
 def bits_needed(codes: jnp.ndarray, sign_bit: bool) -> jnp.ndarray:

@@ -25,9 +25,11 @@ import json
 import math
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax import lax
 
 from redy_jax.policy.base import (
     GRANULARITIES,
@@ -68,6 +70,10 @@ def _group_stats(x: jnp.ndarray, ctx: LayerContext, granularity: str):
     return mx, mn, mean, std
 
 
+def _sigmoid(z):
+    return jax.nn.sigmoid(z)
+
+
 def _round_shift(x: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
     """round(x / 2^t), half up, for int32 x and per-group t (broadcast)."""
     half = jnp.where(t > 0, jnp.left_shift(1, jnp.maximum(t - 1, 0)), 0)
@@ -84,6 +90,9 @@ class ReDy:
     statistic: str = struct.field(pytree_node=False, default="std")
     n_min: int = struct.field(pytree_node=False, default=1)
     clip_k: float = struct.field(pytree_node=False, default=math.inf)
+    temperature: float = struct.field(pytree_node=False, default=0.0)
+    """0: the hard rule. > 0: straight-through relaxation for tuning (see ``relaxed``);
+    in octaves of the statistic (log2 units)."""
     name: str = struct.field(pytree_node=False, default="redy")
 
     def __post_init__(self):
@@ -97,6 +106,8 @@ class ReDy:
             raise ValueError(f"ReDy.n_min must be an integer in [1, 16], got {self.n_min!r}")
         if not self.clip_k > 0:
             raise ValueError(f"ReDy.clip_k must be > 0 (inf: no clipping), got {self.clip_k}")
+        if not self.temperature >= 0:
+            raise ValueError(f"ReDy.temperature must be >= 0, got {self.temperature}")
 
     def statistic_of(self, mx, mn, mean, std):
         return {"std": std, "max": mx, "range": mx - mn}[self.statistic]
@@ -128,7 +139,44 @@ class ReDy:
 
     def select(self, x: jnp.ndarray, ctx: LayerContext) -> Selection:
         offset, t, n = self.plan(x, ctx)
-        return self.requantize(x, ctx, offset, t, n)
+        sel = self.requantize(x, ctx, offset, t, n)
+        return sel if self.temperature == 0 else self.relaxed(x, ctx, sel)
+
+    def relaxed(self, x: jnp.ndarray, ctx: LayerContext, hard: Selection) -> Selection:
+        """Straight-through relaxation: forward values are the hard rule's, gradients are
+        those of the expectation under a logistic threshold.
+
+        The shift is treated as random with ``P(t >= i) = sigmoid((log2 stat -
+        log2 thr_i) / temperature)``, i.e. the hard rule with logistic noise of scale
+        ``temperature`` octaves on each threshold. Any quantity f(t) then has the exact
+        expectation ``f(0) + sum_i P(t >= i) (f(i) - f(i-1))``; we take it for the planes
+        streamed (hence every event count and the energy) and for the effective codes
+        ``(q' << t) + offset`` (hence the logits). As the temperature goes to 0 it
+        becomes the hard rule; over many groups its gradient matches a finite difference
+        of the hard energy (tests/test_tune.py).
+        """
+        mx, mn, mean, std = _group_stats(x, ctx, self.granularity)
+        stat = self.statistic_of(mx, mn, mean, std)
+        log_thr = jnp.log2(jnp.maximum(jnp.asarray(self.thresholds, jnp.float32), 1e-30))
+        log_stat = jnp.log2(jnp.maximum(stat, 1e-6))
+        p = _sigmoid((log_stat[..., None] - log_thr) / self.temperature)  # (V, T, I)
+        t_max = p.shape[-1]
+
+        def at(tj):
+            offset, t, n = self.plan(x, ctx, t=jnp.full(stat.shape, tj, jnp.int32))
+            sel = self.requantize(x, ctx, offset, t, n)
+            eff = (sel.codes << t[..., None]) + (0 if sel.offsets is None
+                                                 else sel.offsets[..., None])
+            return digits_for_bits(n, ctx.spec).astype(jnp.float32), eff.astype(jnp.float32)
+
+        planes_t, eff_t = jax.vmap(at, out_axes=-1)(jnp.arange(t_max + 1))  # (.., I+1)
+        d_planes = jnp.diff(planes_t, axis=-1)
+        d_eff = jnp.diff(eff_t, axis=-1)
+        planes_soft = planes_t[..., 0] + (p * d_planes).sum(-1)
+        eff_soft = eff_t[..., 0] + (p[:, :, None, :] * d_eff).sum(-1)
+        ste = lambda hard_v, soft_v: hard_v + (soft_v - lax.stop_gradient(soft_v))
+        return hard._replace(planes=ste(hard.planes.astype(jnp.float32), planes_soft),
+                             eff_soft=eff_soft)
 
     def requantize(self, x, ctx: LayerContext, offset, t, n) -> Selection:
         q = _round_shift(x - offset[..., None], t[..., None])
@@ -180,7 +228,7 @@ def redy_policy_map(s=None, *, granularity: str = "window", thresholds=None,
             thresholds = calibrate_thresholds(s, granularity=granularity)
     cfg = thresholds.get("config", {})
     gran = cfg.get("granularity", granularity)
-    clip_k = math.inf if cfg.get("clip_k") is None else float(cfg["clip_k"])
+    clip_k = math.inf if cfg.get("clip_k") in (None, "inf") else float(cfg["clip_k"])
     params = dict(statistic=cfg.get("statistic", "std"), n_min=cfg.get("n_min", 1),
                   clip_k=clip_k, granularity=gran)
     params.update(kw)

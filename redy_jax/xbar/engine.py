@@ -115,12 +115,15 @@ def count_events(planes: jnp.ndarray | None, tiling: Tiling, spec: HardwareSpec,
         cycles = spec.planes
     else:
         v = planes.shape[0]
-        planes = planes.astype(jnp.int32)
-        rows_used = jnp.asarray(tiling.rows_used, jnp.int32)
+        # Float planes (a relaxed policy) keep their dtype so counts stay differentiable.
+        if not jnp.issubdtype(planes.dtype, jnp.floating):
+            planes = planes.astype(jnp.int32)
+        rows_used = jnp.asarray(tiling.rows_used, planes.dtype)
         sum_planes = planes.sum(axis=1)
         row_planes = (planes * rows_used).sum(axis=1)
         cycles = planes.max(axis=1)
-    const = lambda val: jnp.broadcast_to(jnp.asarray(val, jnp.int32), (v,))
+    dtype = jnp.int32 if planes is None else planes.dtype
+    const = lambda val: jnp.broadcast_to(jnp.asarray(val, dtype), (v,))
     reads = const(sum_planes * c)
     conversions = const(sum_planes * conv_per_plane)
     return Counts(
@@ -133,11 +136,11 @@ def count_events(planes: jnp.ndarray | None, tiling: Tiling, spec: HardwareSpec,
         output_register=reads,
         edram_bits=const(in_bits + tiling.n * spec.act_bits),
         bus_bits=const(in_bits),
-        redy_unit_ops=const(0) if redy_unit_ops is None else redy_unit_ops.astype(jnp.int32),
+        redy_unit_ops=const(0) if redy_unit_ops is None else redy_unit_ops.astype(dtype),
         cycles=const(cycles),
         streamed_bits=const(row_planes * spec.dac_bits),
         activations=const(tiling.k),
-        adc_saturations=const(0) if saturated is None else saturated,
+        adc_saturations=const(0) if saturated is None else saturated.astype(dtype),
     )
 
 

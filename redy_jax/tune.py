@@ -1,0 +1,189 @@
+"""Differentiable tuning of ReDy's per-layer thresholds with optax.
+
+Only the thresholds move (network weights are frozen). Parameters are the log2 of
+each conv layer's ascending thresholds; the loss on *training* images is
+
+    cross-entropy(logits) + lambda * energy / static-8-bit energy
+
+through ReDy's straight-through relaxation (``ReDy.relaxed``): the forward pass is
+the hard rule, gradients are those of the expectation under logistic threshold
+noise. After every step the thresholds are projected back to their valid range
+(sorted ascending, clipped to [2^-8, 2^12] codes). Tuned thresholds are then
+evaluated with the hard rule on the held-out test split.
+
+State (step, parameters, optax state, history) is saved atomically every
+``save_every`` steps, so an interrupted run resumes from the same step with the same
+numbers; a finished run writes its thresholds file atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from redy_jax import data
+from redy_jax.checkpoint import atomic_write_bytes, atomic_write_json
+from redy_jax.energy.breakdown import energy_breakdown
+from redy_jax.policy.base import PolicyMap, Static
+from redy_jax.policy.redy import redy_policy_map, write_thresholds
+from redy_jax.simulate import evaluate_dataset, simulate_fn
+
+LOG2_RANGE = (-8.0, 12.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    lam: float = 0.5
+    """Weight of the normalised energy term."""
+    steps: int = 60
+    batch_size: int = 32
+    lr: float = 0.1
+    """Adam learning rate on log2 thresholds (octaves per step)."""
+    temperature: float = 0.5
+    """Relaxation temperature in octaves."""
+    images: int = 2048
+    """Training images used for tuning (after the static-calibration images)."""
+    seed: int = 0
+    save_every: int = 10
+
+
+def _energy_per_image(records, spec) -> jnp.ndarray:
+    total = 0.0
+    for rec in records.values():
+        e = energy_breakdown(rec.counts.as_dict(), spec)
+        total = total + sum(e.values())
+    return jnp.mean(total)
+
+
+def _project(log_thr: dict) -> dict:
+    return {k: jnp.clip(jnp.sort(v), *LOG2_RANGE) for k, v in log_thr.items()}
+
+
+def tune_thresholds(s, init: dict, cfg: TuneConfig, *, out_dir=None, progress: bool = True,
+                    stop_after: int | None = None) -> dict[str, Any]:
+    """Tunes ReDy thresholds for ``s`` (a :class:`redy_jax.runner.Setup`).
+
+    Args:
+      init: a thresholds set (``{"config": ..., "layers": {path: [thr...]}}``), e.g. the
+        hand-calibrated defaults.
+      out_dir: where ``state.msgpack`` (resumable) and ``thresholds.json`` go.
+      stop_after: stop (as if interrupted) after this many steps of this call.
+    Returns:
+      ``{"thresholds": set, "history": [...], "static_energy_pj": ...}``.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir) if out_dir is not None else None
+    gran = init.get("config", {}).get("granularity", "window")
+    offset = s.calibration.images
+    train = data.load(s.dataset, "train", limit=offset + cfg.images)
+    x_all = data.normalize(train.images[offset:], train.mean, train.std)
+    y_all = train.labels[offset:]
+    run, _ = simulate_fn(s.model, s.spec, s.calibration, "exact")
+
+    def policies(log_thr, temperature):
+        layers = {k: 2.0 ** v for k, v in log_thr.items()}
+        return redy_policy_map(thresholds={"config": init.get("config", {}), "layers": layers},
+                               granularity=gran, temperature=temperature)
+
+    # Static 8-bit energy per image of the tuning images: the normaliser.
+    _, rec0 = run(s.variables, PolicyMap(default=Static()), jnp.asarray(x_all[:cfg.batch_size]))
+    e_static = float(_energy_per_image(rec0, s.spec))
+
+    def loss_fn(log_thr, x, y):
+        logits, records = run(s.variables, policies(log_thr, cfg.temperature), x)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        e = _energy_per_image(records, s.spec) / e_static
+        acc = jnp.mean(jnp.argmax(logits, -1) == y)
+        return ce + cfg.lam * e, (ce, e, acc)
+
+    tx = optax.adam(cfg.lr)
+    grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+
+    params = {k: jnp.log2(jnp.maximum(jnp.asarray(v, jnp.float32), 2.0 ** LOG2_RANGE[0]))
+              for k, v in init["layers"].items()}
+    params = _project(params)
+    opt_state = tx.init(params)
+    state = {"step": 0, "params": params, "opt_state": opt_state, "history": []}
+    state_path = out_dir / "state.msgpack" if out_dir else None
+    if state_path is not None and state_path.exists():
+        restored = flax.serialization.msgpack_restore(state_path.read_bytes())
+        state = {"step": int(restored["step"]),
+                 "params": flax.serialization.from_state_dict(params, restored["params"]),
+                 "opt_state": flax.serialization.from_state_dict(opt_state,
+                                                                 restored["opt_state"]),
+                 "history": json.loads(restored["history"])}
+
+    def save():
+        if state_path is None:
+            return
+        blob = {"step": state["step"],
+                "params": flax.serialization.to_state_dict(state["params"]),
+                "opt_state": flax.serialization.to_state_dict(state["opt_state"]),
+                "history": json.dumps(state["history"])}
+        atomic_write_bytes(state_path, flax.serialization.msgpack_serialize(
+            jax.tree_util.tree_map(np.asarray, blob)))
+
+    n_batches = len(x_all) // cfg.batch_size
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune lambda={cfg.lam}",
+               disable=not progress, leave=False)
+    done_here = 0
+    while state["step"] < cfg.steps:
+        if stop_after is not None and done_here >= stop_after:
+            break
+        step = state["step"]
+        # Deterministic batch order from (seed, epoch): resuming reproduces it.
+        epoch, i = divmod(step, n_batches)
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(len(x_all))
+        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        (loss, (ce, e, acc)), g = grad_fn(state["params"], jnp.asarray(x_all[idx]),
+                                          jnp.asarray(y_all[idx]))
+        updates, opt_state = tx.update(g, state["opt_state"], state["params"])
+        state["params"] = _project(optax.apply_updates(state["params"], updates))
+        state["opt_state"] = opt_state
+        state["step"] = step + 1
+        state["history"].append({"step": step + 1, "loss": float(loss), "ce": float(ce),
+                                 "energy_ratio": float(e), "accuracy": float(acc)})
+        done_here += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(acc):.3f}",
+                        energy=f"{float(e):.3f}")
+        if state["step"] % cfg.save_every == 0 or state["step"] == cfg.steps:
+            save()
+    bar.close()
+    layers = {k: (2.0 ** np.asarray(v)).tolist() for k, v in state["params"].items()}
+    result = {"config": {**init.get("config", {}), "tuned": True},
+              "layers": layers, "history": state["history"], "static_energy_pj": e_static,
+              "finished": state["step"] >= cfg.steps}
+    if out_dir is not None and result["finished"]:
+        write_thresholds(out_dir / "thresholds.json", layers, result["config"], {
+            "routine": "redy_jax.tune.tune_thresholds", "model": s.model_name,
+            "split": f"train[{offset}:{offset + cfg.images}]", **dataclasses.asdict(cfg)})
+    return result
+
+
+def evaluate_thresholds(s, thresholds: dict, *, batch_size: int = 250,
+                        progress: bool = False) -> dict[str, float]:
+    """Hard-rule accuracy and energy of a thresholds set on the test split."""
+    gran = thresholds.get("config", {}).get("granularity", "window")
+    res = evaluate_dataset(s.model, s.variables, s.test_images, s.test_labels, s.spec,
+                           redy_policy_map(thresholds=thresholds, granularity=gran),
+                           calibration=s.calibration, batch_size=batch_size,
+                           progress=progress)
+    return {"accuracy": res.accuracy, "energy_pj_per_image": res.report.energy_pj_per_image(),
+            "mean_streamed_bits": res.report.mean_streamed_bits()}
+
+
+def save_json(path, obj) -> None:
+    atomic_write_json(path, obj)
+
+
+__all__ = ["TuneConfig", "evaluate_thresholds", "save_json", "tune_thresholds"]
