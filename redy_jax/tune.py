@@ -120,7 +120,7 @@ def tune_thresholds(s, init: dict, cfg: TuneConfig, *, out_dir=None, progress: b
                  "params": flax.serialization.from_state_dict(params, restored["params"]),
                  "opt_state": flax.serialization.from_state_dict(opt_state,
                                                                  restored["opt_state"]),
-                 "history": json.loads(restored["history"])}
+                 "history": json.loads(bytes(np.asarray(restored["history"])).decode())}
 
     def save():
         if state_path is None:
@@ -128,7 +128,7 @@ def tune_thresholds(s, init: dict, cfg: TuneConfig, *, out_dir=None, progress: b
         blob = {"step": state["step"],
                 "params": flax.serialization.to_state_dict(state["params"]),
                 "opt_state": flax.serialization.to_state_dict(state["opt_state"]),
-                "history": json.dumps(state["history"])}
+                "history": np.frombuffer(json.dumps(state["history"]).encode(), np.uint8)}
         atomic_write_bytes(state_path, flax.serialization.msgpack_serialize(
             jax.tree_util.tree_map(np.asarray, blob)))
 
