@@ -208,5 +208,60 @@ def compare(
                                  "bits"]))
 
 
+@app.command()
+def tune(
+    model: ModelOpt = "resnet20",
+    checkpoint: CkptOpt = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="energy weight")] = None,
+    sweep_: Annotated[str | None, typer.Option("--sweep", help="comma-separated lambdas: "
+                                                  "tune each and plot the Pareto front")] = None,
+    steps: Annotated[int, typer.Option(help="optimisation steps per lambda")] = 60,
+    batch_size: Annotated[int, typer.Option(help="tuning batch (images)")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (octaves)")] = 0.1,
+    temperature: Annotated[float, typer.Option(help="relaxation temperature (octaves)")] = 0.5,
+    tune_images: Annotated[int, typer.Option(help="training images used for tuning")] = 2048,
+    granularity: GranOpt = "window",
+    init: Annotated[str | None, typer.Option(help="initial thresholds file (default: "
+                                                "calibrated)")] = None,
+    limit: LimitOpt = None,
+    out: Annotated[str, typer.Option(help="output directory (resumable)")] = "runs/tune",
+    calib_images: CalibOpt = 1000,
+    seed: Annotated[int, typer.Option(help="batch order seed")] = 0,
+):
+    """Tune ReDy thresholds with optax (train split), evaluate on the test split."""
+    from redy_jax.policy.redy import default_thresholds_path, read_thresholds
+    from redy_jax.tune import TuneConfig, evaluate_thresholds, sweep, tune_thresholds
+
+    if (lam is None) == (sweep_ is None):
+        raise typer.BadParameter("give exactly one of --lambda L or --sweep L1,L2,...")
+    s = _setup(model, checkpoint, "fashion_mnist", limit, "isaac", None, calib_images)
+    if init is None:
+        path = default_thresholds_path(model, granularity)
+        if not path.exists():
+            typer.echo(f"error: no calibrated thresholds at {path}; run "
+                       f"experiments/calibrate_thresholds.py or pass --init FILE", err=True)
+            raise typer.Exit(2)
+        init = str(path)
+    start = read_thresholds(init)
+    cfg = TuneConfig(lam=lam or 0.0, steps=steps, batch_size=batch_size, lr=lr,
+                     temperature=temperature, images=tune_images, seed=seed)
+    if sweep_ is not None:
+        lambdas = [float(v) for v in sweep_.split(",") if v.strip()]
+        res = sweep(s, start, lambdas, cfg, out)
+        rows = [["static", "-", f"{res['static']['accuracy']:.4f}", "1.000", "-"],
+                ["calibrated", "-", f"{res['calibrated']['accuracy']:.4f}",
+                 f"{1 - res['calibrated']['saving']:.3f}", f"{res['calibrated']['saving']:.1%}"]]
+        rows += [["tuned", f"{p['lambda']:g}", f"{p['accuracy']:.4f}",
+                  f"{p['energy_ratio']:.3f}", f"{p['saving']:.1%}"] for p in res["points"]]
+        typer.echo(_fmt_table(rows, ["thresholds", "lambda", "accuracy", "energy", "saving"]))
+        typer.echo(f"Pareto front: {out}/pareto.json, pareto.csv, pareto.png")
+        return
+    r = tune_thresholds(s, start, cfg, out_dir=out)
+    ev = evaluate_thresholds(s, r)
+    typer.echo(f"tuned thresholds: {out}/thresholds.json")
+    typer.echo(f"test accuracy {ev['accuracy']:.4f}, energy {ev['energy_pj_per_image'] / 1e6:.3f}"
+               f" uJ/image, mean streamed bits {ev['mean_streamed_bits']:.2f}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

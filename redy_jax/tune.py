@@ -182,8 +182,63 @@ def evaluate_thresholds(s, thresholds: dict, *, batch_size: int = 250,
             "mean_streamed_bits": res.report.mean_streamed_bits()}
 
 
-def save_json(path, obj) -> None:
-    atomic_write_json(path, obj)
 
 
-__all__ = ["TuneConfig", "evaluate_thresholds", "save_json", "tune_thresholds"]
+def _cached(path: Path, compute):
+    """Returns the JSON at ``path``, or computes it and writes it atomically."""
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    atomic_write_json(path, value)
+    return value
+
+
+def sweep(s, init: dict, lambdas, cfg: TuneConfig, out_dir, *, progress: bool = True,
+          batch_size: int = 250) -> dict[str, Any]:
+    """Tunes one threshold set per lambda and evaluates each (hard rule, test split).
+
+    Every cell (static, calibrated, each lambda) is cached under ``out_dir`` and
+    skipped when already done, so an interrupted sweep resumes without recomputing.
+    Writes ``pareto.json``, ``pareto.csv`` and ``pareto.png``.
+    """
+    from redy_jax.report import plot_pareto, save_figure, write_csv
+    from redy_jax.runner import run_policy
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    static = _cached(out_dir / "static.json", lambda: {
+        k: v for k, v in run_policy(s, "static", batch_size=batch_size,
+                                     progress=progress).items()
+        if k in ("accuracy", "energy_pj_per_image", "mean_streamed_bits", "images")})
+    e0 = static["energy_pj_per_image"]
+    hand = _cached(out_dir / "calibrated.json", lambda: evaluate_thresholds(
+        s, init, batch_size=batch_size, progress=progress))
+    hand["energy_ratio"] = hand["energy_pj_per_image"] / e0
+    points = []
+    for lam in lambdas:
+        cell = out_dir / f"lambda_{lam:g}"
+        tuned = tune_thresholds(s, init, dataclasses.replace(cfg, lam=float(lam)),
+                                out_dir=cell, progress=progress)
+        ev = _cached(cell / "eval.json", lambda t=tuned: evaluate_thresholds(
+            s, t, batch_size=batch_size, progress=progress))
+        points.append({"lambda": float(lam), **ev, "energy_ratio": ev["energy_pj_per_image"] / e0,
+                       "saving": 1 - ev["energy_pj_per_image"] / e0,
+                       "accuracy_loss": static["accuracy"] - ev["accuracy"],
+                       "thresholds": str(cell / "thresholds.json")})
+    result = {"model": s.model_name, "static": static,
+              "calibrated": {**hand, "saving": 1 - hand["energy_ratio"]},
+              "points": points, "config": dataclasses.asdict(cfg)}
+    atomic_write_json(out_dir / "pareto.json", result)
+    write_csv(out_dir / "pareto.csv", [
+        {"policy": "static", "lambda": "", "accuracy": static["accuracy"], "energy_ratio": 1.0},
+        {"policy": "calibrated", "lambda": "", "accuracy": hand["accuracy"],
+         "energy_ratio": hand["energy_ratio"]},
+        *({"policy": "tuned", "lambda": p["lambda"], "accuracy": p["accuracy"],
+           "energy_ratio": p["energy_ratio"]} for p in points)])
+    fig, _ = plot_pareto(points, static=static, hand=hand,
+                         title=f"{s.model_name}: ReDy energy-accuracy front")
+    save_figure(fig, out_dir / "pareto.png")
+    return result
+
+
+__all__ = ["TuneConfig", "evaluate_thresholds", "sweep", "tune_thresholds"]
