@@ -331,7 +331,8 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
     policies = as_policy_map(policy)
     run, infos = simulate_fn(model, spec, _calibration_or_none(calibration, policies, spec), mode)
     report, correct = None, 0
-    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
+    # disable=None: shown on a terminal only, so logs and pipes stay readable.
+    bar = tqdm(total=n, desc=desc, unit="img", disable=None if progress else True, leave=False)
     for start in range(0, n, batch_size):
         x = np.asarray(images[start:start + batch_size], np.float32)
         y = np.asarray(labels[start:start + batch_size])

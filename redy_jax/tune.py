@@ -134,7 +134,7 @@ def tune_thresholds(s, init: dict, cfg: TuneConfig, *, out_dir=None, progress: b
 
     n_batches = len(x_all) // cfg.batch_size
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune lambda={cfg.lam}",
-               disable=not progress, leave=False)
+               disable=None if progress else True, leave=False)
     done_here = 0
     while state["step"] < cfg.steps:
         if stop_after is not None and done_here >= stop_after:
