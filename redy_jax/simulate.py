@@ -255,6 +255,24 @@ class Report:
         }
 
 
+def data_sharding(n_devices: int | None = None):
+    """A ``NamedSharding`` splitting the batch axis over a 1-D ``('data',)`` mesh of all
+    (or the first ``n_devices``) devices; None on a single device."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices()[: n_devices or None]
+    if len(devices) < 2:
+        return None
+    return NamedSharding(Mesh(np.asarray(devices), ("data",)), PartitionSpec("data"))
+
+
+def _shard(x: np.ndarray, sharding):
+    """Places a batch on the mesh (the batch must divide evenly; callers pad)."""
+    if sharding is None:
+        return jnp.asarray(x)
+    return jax.device_put(x, sharding)
+
+
 def _calibration_or_none(calibration: Calibration | None, policies: PolicyMap,
                          spec: HardwareSpec) -> Calibration:
     if calibration is not None:
@@ -266,7 +284,8 @@ def _calibration_or_none(calibration: Calibration | None, policies: PolicyMap,
 
 
 def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,
-             calibration: Calibration | None = None, mode: str = "auto"):
+             calibration: Calibration | None = None, mode: str = "auto",
+             shard: bool = True):
     """Runs ``model`` on ``images`` through the crossbar model in one jitted pass.
 
     Args:
@@ -280,6 +299,8 @@ def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,
       calibration: static activation quantisers (:func:`calibrate`); required unless the
         policy is ``Float()``.
       mode: ``auto`` / ``exact`` / ``faithful`` (see :func:`redy_jax.crossbar_matmul`).
+      shard: split the batch over all devices (a ``('data',)`` mesh) when there are
+        several and the batch divides evenly; results are identical to one device.
 
     Returns:
       ``(logits, report)``.
@@ -287,8 +308,12 @@ def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,
     _check_images(images)
     policies = as_policy_map(policy)
     run, infos = simulate_fn(model, spec, _calibration_or_none(calibration, policies, spec), mode)
+    sharding = data_sharding() if shard else None
+    if sharding is not None and images.shape[0] % len(sharding.mesh.devices.flat):
+        sharding = None
     try:
-        logits, records = run(variables, policies, jnp.asarray(images, jnp.float32))
+        logits, records = run(variables, policies,
+                              _shard(np.asarray(images, np.float32), sharding))
     except TypeError as e:
         raise _shape_error(model, images, e) from e
     _raise_nonfinite(records)
@@ -317,9 +342,11 @@ class DatasetResult:
 def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np.ndarray,
                      spec: HardwareSpec, policy, *, calibration: Calibration | None,
                      batch_size: int = 250, mode: str = "auto", progress: bool = True,
-                     desc: str = "evaluate") -> DatasetResult:
+                     desc: str = "evaluate", shard: bool = True) -> DatasetResult:
     """Accuracy and energy over a split, batch by batch (one compilation: the last batch is
-    padded to ``batch_size`` and its padding masked out)."""
+    padded to ``batch_size`` and its padding masked out). With several devices each batch
+    is split over a ``('data',)`` mesh (``batch_size`` rounded up to a multiple of the
+    device count); counts are summed across devices, results equal one device's."""
     from tqdm.auto import tqdm
 
     if len(images) != len(labels):
@@ -328,6 +355,10 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(images)
     batch_size = min(batch_size, n)
+    sharding = data_sharding() if shard else None
+    if sharding is not None:
+        d = len(sharding.mesh.devices.flat)
+        batch_size = -(-batch_size // d) * d
     policies = as_policy_map(policy)
     run, infos = simulate_fn(model, spec, _calibration_or_none(calibration, policies, spec), mode)
     report, correct = None, 0
@@ -340,7 +371,7 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
         if m < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - m, *x.shape[1:]), x.dtype)])
         _check_images(x)
-        logits, records = run(variables, policies, jnp.asarray(x))
+        logits, records = run(variables, policies, _shard(x, sharding))
         _raise_nonfinite(records)
         valid = np.arange(batch_size) < m
         correct += int(np.sum(np.argmax(np.asarray(logits)[:m], -1) == y))
@@ -356,5 +387,5 @@ def macs_per_image(report: Report) -> int:
     return sum(s.info.macs_per_image for s in report.layers.values())
 
 
-__all__ = ["DatasetResult", "Report", "calibrate", "evaluate", "evaluate_dataset",
-           "macs_per_image", "simulate_fn"]
+__all__ = ["DatasetResult", "Report", "calibrate", "data_sharding", "evaluate",
+           "evaluate_dataset", "macs_per_image", "simulate_fn"]
