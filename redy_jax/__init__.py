@@ -7,11 +7,13 @@ The package re-exports its main entry points; see the subpackages for the rest:
 
 from redy_jax.energy import energy_breakdown, total_energy_pj
 from redy_jax.hw import HardwareSpec, derived_figures, get_preset, isaac, isaac_16bit
+from redy_jax.simulate import calibrate, evaluate, evaluate_dataset
 from redy_jax.xbar import Counts, crossbar_matmul
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Counts", "HardwareSpec", "crossbar_matmul", "derived_figures", "energy_breakdown",
-    "get_preset", "isaac", "isaac_16bit", "total_energy_pj",
+    "Counts", "HardwareSpec", "calibrate", "crossbar_matmul", "derived_figures",
+    "energy_breakdown", "evaluate", "evaluate_dataset", "get_preset", "isaac", "isaac_16bit",
+    "total_energy_pj",
 ]

@@ -72,8 +72,32 @@ def plane_packing(spec: HardwareSpec, rows: int) -> tuple[int, int]:
     return bits, max(1, min(spec.planes, 24 // bits))
 
 
+FAITHFUL_BUDGET_BYTES = 256 * 2**20
+"""Largest intermediate of the faithful path per chunk of vectors (column sums of every
+plane, slice and column); larger layers are processed in chunks with ``lax.map``."""
+
+
 def faithful_partial_sums(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
-                          signed: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
+                          signed: bool, budget_bytes: int | None = None
+                          ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Bit-plane model of every crossbar read, in memory-bounded chunks of vectors.
+
+    Same results as one unchunked evaluation (see ``_faithful``)."""
+    v, t, _ = x_tiles.shape
+    n = w.codes.shape[-1]
+    per_vector = 4 * t * spec.planes * spec.slices * n * 3  # int32 sums + temporaries
+    chunk = max(1, (budget_bytes or FAITHFUL_BUDGET_BYTES) // per_vector)
+    if v <= chunk:
+        return _faithful(x_tiles, w, spec, signed)
+    chunks = -(-v // chunk)
+    xp = jnp.pad(x_tiles, ((0, chunks * chunk - v), (0, 0), (0, 0)))
+    partial, sat = lax.map(lambda xc: _faithful(xc, w, spec, signed),
+                           xp.reshape(chunks, chunk, *x_tiles.shape[1:]))
+    return (partial.reshape(chunks * chunk, t, n)[:v], sat.reshape(-1)[:v])
+
+
+def _faithful(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
+              signed: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Bit-plane model of every crossbar read.
 
     Args:
