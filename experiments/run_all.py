@@ -213,13 +213,13 @@ def sensitivity(cells: Cells, model: str, limit: int, grid: dict, out: Path) -> 
     return rows
 
 
-def shapes(cells: Cells, size: int, out: Path) -> list[dict]:
+def shapes(cells: Cells, size: int, out: Path, names=None) -> list[dict]:
     """ImageNet-shaped models on STAND-IN inputs (random weights, random images)."""
     from redy_jax.policy import LeadingZeroSkip, PolicyMap, Static
     from redy_jax.simulate import calibrate, evaluate
 
     rows = []
-    for name in IMAGENET_MODELS:
+    for name in names or IMAGENET_MODELS:
         def compute(name=name):
             spec = get_preset("isaac")
             model = create_model(name)
@@ -252,6 +252,10 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="results directory")
     p.add_argument("--models", nargs="+", default=None)
     p.add_argument("--limit", type=int, default=None, help="test images per cell")
+    p.add_argument("--shape-models", nargs="+", default=None,
+                   help="ImageNet-shaped models for the shape study (default: all)")
+    p.add_argument("--shape-size", type=int, default=None,
+                   help="input size of the shape study (default 224; --quick: 64)")
     p.add_argument("--sections", nargs="+",
                    default=["headline", "layers", "sensitivity", "shapes"])
     args = p.parse_args(argv)
@@ -280,7 +284,7 @@ def main(argv=None):
         sensitivity(cells, sens_model, min(limit or 2000, 2000), grid, out)
     if "shapes" in args.sections:
         print("shapes", flush=True)
-        shapes(cells, 64 if args.quick else 224, out)
+        shapes(cells, args.shape_size or (64 if args.quick else 224), out, args.shape_models)
     atomic_write_json(out / "run.json", {
         "command": "python experiments/run_all.py" + (" --quick" if args.quick else ""),
         "models": models, "limit": limit, "seconds": round(time.time() - t0, 1),

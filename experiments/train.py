@@ -50,6 +50,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="checkpoint path (default: shipped location)")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint (fine-tuning) instead of random weights")
     args = p.parse_args(argv)
 
     train = data.load("fashion_mnist", "train", limit=args.limit)
@@ -59,6 +61,9 @@ def main(argv=None):
                          conv=functools.partial(nn.Conv, conv_general_dilated=fast_conv))
     rng = jax.random.PRNGKey(args.seed)
     variables = model.init(rng, jnp.zeros((1, 28, 28, 1)), train=False)
+    prior = None
+    if args.init:
+        variables, prior = checkpoint.load(args.init, variables)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     steps_per_epoch = len(train.labels) // args.batch_size
     total = steps_per_epoch * args.epochs
@@ -121,6 +126,9 @@ def main(argv=None):
         "weight_decay": args.weight_decay, "seed": args.seed,
         "float_test_accuracy": acc, "test_images": int(len(test.labels)),
         "train_seconds": round(time.time() - t0, 1),
+        **({"fine_tuned_from": {k: prior[k] for k in ("command", "epochs", "seed",
+                                                       "float_test_accuracy", "sha256")
+                                if k in prior}} if prior else {}),
         "jax": jax.__version__,
     }
     path = checkpoint.save(out, {"params": params, "batch_stats": batch_stats}, record)

@@ -1,0 +1,43 @@
+"""Writes checkpoints/README.md from the JSON records beside each checkpoint.
+
+    python experiments/checkpoints_readme.py
+"""
+
+from __future__ import annotations
+
+import json
+
+from redy_jax.checkpoint import CHECKPOINT_DIR, atomic_write_bytes
+
+HEADER = """# Shipped checkpoints
+
+Fashion-MNIST models trained in float on this project's CPU machine (2 cores) with
+`experiments/train.py`; each `<model>_fashion_mnist.msgpack` (Flax variables) has a
+`.json` record beside it with the exact command, epochs, seed, float test accuracy on
+the full 10,000-image test split, and the SHA-256 that `redy_jax.checkpoint.load`
+verifies. Training: SGD with Nesterov momentum, one-cycle cosine learning rate, weight
+decay 5e-4 on kernels, random-shift (+-2 px) and horizontal-flip augmentation, batch 128.
+
+`<model>_fashion_mnist.redy_window.json` / `.redy_channel.json` are the calibrated
+(default) ReDy thresholds made by `experiments/calibrate_thresholds.py` on training
+images (provenance inside); `.redy_tuned.json`, where present, the optax-tuned ones
+(`redy tune`).
+
+| model | float test accuracy | epochs | seed | train time | command |
+|---|---|---|---|---|---|
+"""
+
+
+def main():
+    rows = []
+    for rec_path in sorted(CHECKPOINT_DIR.glob("*_fashion_mnist.json")):
+        r = json.loads(rec_path.read_text())
+        rows.append(f"| {r['model']} | {100 * r['float_test_accuracy']:.2f}% | {r['epochs']} | "
+                    f"{r['seed']} | {r['train_seconds'] / 60:.0f} min | `{r['command']}` |")
+    text = HEADER + "\n".join(rows) + "\n"
+    atomic_write_bytes(CHECKPOINT_DIR / "README.md", text.encode())
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
