@@ -13,26 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import median_time
 
 from redy_jax.checkpoint import atomic_write_json
 from redy_jax.hw import isaac
 from redy_jax.xbar import crossbar_matmul, tile
-
-
-def _time(fn, repeats):
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def main(argv=None):
@@ -53,9 +43,9 @@ def main(argv=None):
     tiling = tile(args.k, args.n, spec)
 
     float_mm = jax.jit(lambda a, b: a @ b)
-    t_float = _time(lambda: float_mm(xf, wf), args.repeats)
-    t_exact = _time(lambda: crossbar_matmul(x, w, spec, mode="exact"), args.repeats)
-    t_faith = _time(lambda: crossbar_matmul(x, w, spec, mode="faithful"), args.repeats)
+    t_float = median_time(lambda: float_mm(xf, wf), args.repeats)
+    t_exact = median_time(lambda: crossbar_matmul(x, w, spec, mode="exact"), args.repeats)
+    t_faith = median_time(lambda: crossbar_matmul(x, w, spec, mode="faithful"), args.repeats)
     y_e, _ = crossbar_matmul(x, w, spec, mode="exact")
     y_f, _ = crossbar_matmul(x, w, spec, mode="faithful")
     assert np.array_equal(np.asarray(y_e), np.asarray(y_f))

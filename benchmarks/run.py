@@ -17,12 +17,12 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import psutil
+from timing import median_time
 
 from redy_jax.checkpoint import atomic_write_json
 from redy_jax.hw import isaac
@@ -32,31 +32,21 @@ from redy_jax.policy.redy import redy_policy_map
 from redy_jax.simulate import calibrate, simulate_fn
 
 
-def _median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def bench(model, variables, x, cal, policies: dict, repeats: int, faithful: bool = True):
     exact_spec = isaac()
     # Same crossbar, but without flipped encoding the 8-bit ADC can clip: the faithful
     # bit-plane path must run (the exact fast path is not allowed).
     faithful_spec = isaac(flipped_encoding=False)
     run_f, _ = simulate_fn(model, exact_spec, cal, "auto")
-    t_float = _median_time(lambda: run_f(variables, PolicyMap(default=Float()), x)[0], repeats)
+    t_float = median_time(lambda: run_f(variables, PolicyMap(default=Float()), x)[0], repeats)
     out = {"float_s": t_float, "exact_s": {}, "faithful_s": {}}
     for name, pol in policies.items():
         run, _ = simulate_fn(model, exact_spec, cal, "exact")
-        out["exact_s"][name] = _median_time(lambda run=run, pol=pol: run(variables, pol, x),
+        out["exact_s"][name] = median_time(lambda run=run, pol=pol: run(variables, pol, x),
                                             repeats)
         if faithful:
             run, _ = simulate_fn(model, faithful_spec, cal, "faithful")
-            out["faithful_s"][name] = _median_time(
+            out["faithful_s"][name] = median_time(
                 lambda run=run, pol=pol: run(variables, pol, x), max(1, repeats // 2))
     out["exact_vs_float"] = {k: v / t_float for k, v in out["exact_s"].items()}
     out["faithful_vs_float"] = {k: v / t_float for k, v in out["faithful_s"].items()}
