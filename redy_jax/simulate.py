@@ -67,6 +67,23 @@ def _shape_error(model, images, e: Exception) -> ValueError:
                       f"{type(model).__name__}: {type(e).__name__}: {e}")
 
 
+_FITTING_SHAPES: set = set()
+
+
+def _check_fits(model: nn.Module, variables, images) -> None:
+    """Raises a ValueError naming the model if the float model rejects ``images``'
+    shape (checked once per model and shape, by tracing only)."""
+    key = (model, tuple(images.shape[1:]))
+    if key in _FITTING_SHAPES:
+        return
+    spec = jax.ShapeDtypeStruct((1, *images.shape[1:]), jnp.float32)
+    try:
+        jax.eval_shape(lambda v, x: _apply(model, v, x), variables, spec)
+    except Exception as e:  # any tracing failure means the input does not fit
+        raise _shape_error(model, images, e) from None
+    _FITTING_SHAPES.add(key)
+
+
 # ---------------------------------------------------------------- calibration
 def calibrate(model: nn.Module, variables, images, spec: HardwareSpec, *, method: str = "mse",
               batch_size: int = 256) -> Calibration:
@@ -80,6 +97,7 @@ def calibrate(model: nn.Module, variables, images, spec: HardwareSpec, *, method
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
     _check_images(images)
+    _check_fits(model, variables, images)
     images = np.asarray(images, np.float32)
     batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
 
@@ -97,12 +115,7 @@ def calibrate(model: nn.Module, variables, images, spec: HardwareSpec, *, method
         return run
 
     minmax = observed(lambda p, a, _: jnp.stack([a.min(), a.max()]))
-    try:
-        stats = [jax.device_get(minmax(variables, b, None)) for b in batches]
-    except (TypeError, ValueError) as e:
-        if "not supported" in str(e) or "crossbar" in str(e):
-            raise
-        raise _shape_error(model, images, e) from e
+    stats = [jax.device_get(minmax(variables, b, None)) for b in batches]
     lo = {p: min(float(s[p][0]) for s in stats) for p in stats[0]}
     hi = {p: max(float(s[p][1]) for s in stats) for p in stats[0]}
     sign_bit = spec.signed_encoding == "sign_bit"
@@ -306,16 +319,13 @@ def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,
       ``(logits, report)``.
     """
     _check_images(images)
+    _check_fits(model, variables, images)
     policies = as_policy_map(policy)
     run, infos = simulate_fn(model, spec, _calibration_or_none(calibration, policies, spec), mode)
     sharding = data_sharding() if shard else None
     if sharding is not None and images.shape[0] % len(sharding.mesh.devices.flat):
         sharding = None
-    try:
-        logits, records = run(variables, policies,
-                              _shard(np.asarray(images, np.float32), sharding))
-    except TypeError as e:
-        raise _shape_error(model, images, e) from e
+    logits, records = run(variables, policies, _shard(np.asarray(images, np.float32), sharding))
     _raise_nonfinite(records)
     return logits, Report.from_records(records, infos, spec, int(images.shape[0]))
 
@@ -355,6 +365,7 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(images)
     batch_size = min(batch_size, n)
+    _check_fits(model, variables, images[:1])
     sharding = data_sharding() if shard else None
     if sharding is not None:
         d = len(sharding.mesh.devices.flat)

@@ -122,6 +122,42 @@ def _run_group(x_codes, w_codes, tiling, spec, policy, ctx, mode, sign_bit):
     return y, counts, hist
 
 
+def _static_exact_conv(codes, w_codes, w_scale, bias, quant, zp, tiling, spec, kshape,
+                       strides, padding, dilation, groups, kind, sign_bit, nonfinite):
+    """Static policy, exact ADC: the crossbars compute the integer convolution of the
+    zero-point-centred codes, so XLA's convolution on those integers (float32, operands
+    split so every sum stays below 2**24) gives the same int32 outputs without im2col;
+    the events are closed-form (every group streams every plane)."""
+    kh, kw, cin_g, cout = kshape
+    b = codes.shape[0]
+    x = (codes - zp).astype(jnp.float32)  # |x| <= 2**act_bits - 1; padding is a real zero
+    w = jnp.transpose(w_codes.reshape(cin_g, kh, kw, cout), (1, 2, 0, 3))  # HWIO
+    conv = lambda wf: lax.conv_general_dilated(
+        x, wf.astype(jnp.float32), strides, padding, rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+        precision=lax.Precision.HIGHEST)
+    bound = tiling.k * ((1 << spec.act_bits) - 1) * (1 << (spec.weight_bits - 1))
+    if bound < (1 << 24):
+        y_int = conv(w).astype(jnp.int32)
+    else:  # w = 16 * hi + lo, lo in [0, 15]: each partial sum stays exact
+        lo = w & 15
+        y_int = (conv(w - lo).astype(jnp.int32) + conv(lo).astype(jnp.int32))
+    m = y_int.shape[1] * y_int.shape[2]
+    y = y_int.astype(jnp.float32) * (quant.scale * w_scale)
+    if bias is not None:
+        y = y + bias
+    counts = count_events(None, tiling, spec, vectors=b * m)
+    cycles = counts.cycles
+    counts = jax.tree_util.tree_map(lambda a: a * groups, counts).replace(cycles=cycles)
+    hist = _nt_hist(None, None, spec, full=b * m * groups * tiling.n_row_tiles)
+    record = LayerRecord(counts=counts.sum_groups(b), nt_hist=hist, nonfinite=nonfinite)
+    info = LayerInfo(kind=kind, k=tiling.k, n=tiling.n, groups=groups, taps=kh * kw,
+                     vectors_per_image=m, crossbars=groups * tiling.crossbars,
+                     macs_per_image=m * groups * tiling.k * tiling.n)
+    del sign_bit  # centred codes already are the two's-complement values
+    return y, record, info
+
+
 def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, policy,
                    spec: HardwareSpec, mode: str, strides=(1, 1), padding="VALID",
                    kernel_dilation=(1, 1), groups: int = 1):
@@ -146,16 +182,22 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
         out_hw = x.shape[1:-1]
     else:
         kh, kw, cin_g, cout = kernel.shape
-        patches = im2col(codes, (kh, kw), strides, padding, kernel_dilation, pad_value=zp)
-        out_hw = patches.shape[1:3]
-        patches = patches.reshape(b, -1, groups * cin_g * kh * kw)
-    m = patches.shape[1]
+        patches = None
     taps = kh * kw
     k, n = cin_g * taps, cout // groups
     # (Cin_g, kh, kw) row order per group, i.e. channel-major like the patches.
     w2 = jnp.transpose(kernel.reshape(kh, kw, cin_g, cout), (2, 0, 1, 3)).reshape(k, cout)
     w_codes, w_scale = quantize_weights(w2, spec.weight_bits)
     tiling = tile(k, n, spec, taps)
+    if kind != "dense":
+        if isinstance(policy, Static) and resolve_mode(mode, tiling, spec) == "exact":
+            return _static_exact_conv(codes, w_codes, w_scale, bias, quant, zp, tiling, spec,
+                                      (kh, kw, cin_g, cout), strides, padding,
+                                      kernel_dilation, groups, kind, sign_bit, nonfinite)
+        patches = im2col(codes, (kh, kw), strides, padding, kernel_dilation, pad_value=zp)
+        out_hw = patches.shape[1:3]
+        patches = patches.reshape(b, -1, groups * k)
+    m = patches.shape[1]
     ctx = LayerContext(path=path, kind=kind, tiling=tiling, spec=spec, images=b,
                        vectors_per_image=m, zero_point=zp, sign_bit=sign_bit)
     xg = jnp.transpose(patches.reshape(b * m, groups, k), (1, 0, 2))  # (G, V, K)
