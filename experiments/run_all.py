@@ -30,7 +30,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from redy_jax.checkpoint import atomic_write_json, shipped
+from redy_jax.checkpoint import atomic_write_bytes, atomic_write_json, shipped
 from redy_jax.hw import get_preset
 from redy_jax.models import IMAGENET_MODELS, SMALL_MODELS, create_model
 from redy_jax.policy.redy import default_thresholds_path, read_thresholds, redy_policy_map
@@ -245,6 +245,54 @@ def shapes(cells: Cells, size: int, out: Path, names=None) -> list[dict]:
     return rows
 
 
+def _md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    """Markdown table; ``cols``: (key, header, format) with format '%' / 'f3' / 'e' / ''."""
+    def fmt(v, f):
+        if v is None or v == "":
+            return "-"
+        if f == "%":
+            return f"{100 * v:.1f}%"
+        if f.startswith("f"):
+            return f"{v:.{int(f[1:])}f}"
+        if f == "e":
+            return f"{v:.3g}"
+        return str(v)
+    head = "| " + " | ".join(h for _, h, _ in cols) + " |"
+    sep = "|" + "---|" * len(cols)
+    body = ["| " + " | ".join(fmt(r.get(k), f) for k, _, f in cols) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def write_summary(out: Path) -> None:
+    """``summary.md``: the tables of every section present in ``out``."""
+    parts = []
+    if (out / "headline.json").exists():
+        rows = json.loads((out / "headline.json").read_text())
+        parts += ["## Headline", _md_table(rows, [
+            ("model", "model", ""), ("policy", "policy", ""), ("images", "images", ""),
+            ("accuracy", "accuracy", "%"), ("accuracy_delta_vs_static", "vs static", "%"),
+            ("energy_uj_per_image", "energy [uJ/img]", "f3"),
+            ("saving_vs_static", "saving", "%"),
+            ("adc_conversions_per_image", "ADC conv/img", "e"),
+            ("mean_streamed_bits", "streamed bits", "f2")])]
+    if (out / "sensitivity.json").exists():
+        rows = json.loads((out / "sensitivity.json").read_text())
+        parts += ["## Sensitivity", _md_table(rows, [
+            ("param", "parameter", ""), ("value", "value", ""), ("adc_bits", "ADC bits", ""),
+            ("static_uj", "static [uJ/img]", "f3"), ("redy_uj", "ReDy [uJ/img]", "f3"),
+            ("saving", "saving", "%"), ("static_accuracy", "static acc", "%"),
+            ("redy_accuracy", "ReDy acc", "%")])]
+    if (out / "shapes.json").exists():
+        rows = json.loads((out / "shapes.json").read_text())
+        parts += ["## ImageNet-shaped models (stand-in inputs)", _md_table(rows, [
+            ("model", "model", ""), ("static_uj_per_image", "static [uJ/img]", "f1"),
+            ("crossbars", "crossbars", ""), ("tiles", "tiles", ""),
+            ("area_mm2", "area [mm^2]", "f1"), ("cycles_per_image", "cycles/img", ""),
+            ("adc_share", "ADC share", "%"), ("lzs_saving_standin", "LZS saving (stand-in)",
+                                             "%")]), "Inputs: " + rows[0]["input"] + "."]
+    atomic_write_bytes(out / "summary.md", ("\n\n".join(parts) + "\n").encode())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,6 +339,7 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} "
                    f"device(s), {__import__('os').cpu_count()} CPUs",
         "jax": jax.__version__, "date": time.strftime("%Y-%m-%d")})
+    write_summary(out)
     print(f"done in {time.time() - t0:.0f} s -> {out}")
 
 
