@@ -144,10 +144,12 @@ def calibrate(model: nn.Module, variables, images, spec: HardwareSpec, *, method
 
 # ---------------------------------------------------------------- the pass
 @functools.lru_cache(maxsize=64)
-def simulate_fn(model: nn.Module, spec: HardwareSpec, calibration: Calibration, mode: str):
+def simulate_fn(model: nn.Module, spec: HardwareSpec, calibration: Calibration, mode: str,
+                ste: bool = False):
     """The jitted pass ``(variables, policy_map, images) -> (logits, records)`` and the
     dict of static :class:`LayerInfo` it fills when traced. Cached per configuration,
-    compiled once per input shape."""
+    compiled once per input shape. ``ste``: straight-through gradients through every
+    simulated layer (forward values unchanged), for gradient-based tuning."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     infos: dict[str, LayerInfo] = {}
@@ -157,7 +159,7 @@ def simulate_fn(model: nn.Module, spec: HardwareSpec, calibration: Calibration, 
         records: dict[str, LayerRecord] = {}
         layer_infos: dict[str, LayerInfo] = {}
         with nn.intercept_methods(crossbar_interceptor(records, layer_infos, calibration,
-                                                       policies, spec, mode)):
+                                                       policies, spec, mode, ste)):
             logits = _apply(model, variables, images)
         infos.clear()
         infos.update(layer_infos)

@@ -87,7 +87,7 @@ def tune_thresholds(s, init: dict, cfg: TuneConfig, *, out_dir=None, progress: b
     train = data.load(s.dataset, "train", limit=offset + cfg.images)
     x_all = data.normalize(train.images[offset:], train.mean, train.std)
     y_all = train.labels[offset:]
-    run, _ = simulate_fn(s.model, s.spec, s.calibration, "exact")
+    run, _ = simulate_fn(s.model, s.spec, s.calibration, "exact", ste=True)
 
     def policies(log_thr, temperature):
         layers = {k: 2.0 ** v for k, v in log_thr.items()}

@@ -108,3 +108,24 @@ def test_tuning_reduces_loss_and_resumes_exactly(lenet_setup, tmp_path):
 
 def test_setup_type_is_public():
     assert Setup.__name__ == "Setup" and Calibration.__name__ == "Calibration"
+
+
+def test_task_loss_reaches_thresholds_through_later_quantised_layers(small):
+    """c1's thresholds affect the logits through c2 and fc, whose inputs are re-quantised;
+    the straight-through pass lets the cross-entropy gradient through (and only then)."""
+    import optax
+
+    model, v, x, spec, cal = small
+    y = jnp.arange(x.shape[0]) % 10
+
+    def ce(log_thr, ste):
+        run, _ = simulate_fn(model, spec, cal, "exact", ste)
+        pm = PolicyMap(default=Static(), rules=(
+            ("c1", ReDy(thresholds=2.0 ** log_thr, temperature=0.3)),))
+        logits, _ = run(v, pm, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    t = jnp.array([0.0, 1.0, 2.0, 3.0])
+    assert float(jnp.abs(jax.grad(ce)(t, True)).sum()) > 0
+    assert float(jnp.abs(jax.grad(ce)(t, False)).sum()) == 0
+    assert float(ce(t, True)) == pytest.approx(float(ce(t, False)), rel=1e-6)  # same forward

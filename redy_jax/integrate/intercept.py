@@ -80,7 +80,8 @@ def conv_args(module: nn.Conv, x: jnp.ndarray) -> dict:
 
 
 def crossbar_interceptor(records: dict, infos: dict, calibration: Calibration,
-                         policies: PolicyMap, spec: HardwareSpec, mode: str) -> Callable:
+                         policies: PolicyMap, spec: HardwareSpec, mode: str,
+                         ste: bool = False) -> Callable:
     """An interceptor that simulates every mapped layer and fills ``records`` / ``infos``."""
 
     def interceptor(next_fun, args, kwargs, context):
@@ -104,7 +105,7 @@ def crossbar_interceptor(records: dict, infos: dict, calibration: Calibration,
             key, i = f"{path}#{i}", i + 1
         y, record, info = crossbar_layer(
             x, jnp.asarray(kernel, jnp.float32), bias, kind=kind, path=path,
-            quant=calibration[path], policy=policy, spec=spec, mode=mode, **extra)
+            quant=calibration[path], policy=policy, spec=spec, mode=mode, ste=ste, **extra)
         records[key] = record
         infos[key] = info
         return y.astype(jnp.result_type(x))

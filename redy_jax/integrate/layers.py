@@ -158,14 +158,35 @@ def _static_exact_conv(codes, w_codes, w_scale, bias, quant, zp, tiling, spec, k
     return y, record, info
 
 
+def _straight_through(y, x, w_codes, w_scale, bias, kind, kshape, strides, padding,
+                      dilation, groups):
+    """Hardware values forward, the float layer's gradient (dequantised weights) backward:
+    the straight-through estimator that lets a loss on the logits reach earlier layers
+    through activation quantisation and integer arithmetic (used by threshold tuning)."""
+    w = w_codes.astype(jnp.float32) * w_scale
+    if kind == "dense":
+        ref = x.reshape(-1, w.shape[0]) @ w
+    else:
+        kh, kw, cin_g, cout = kshape
+        w = jnp.transpose(w.reshape(cin_g, kh, kw, cout), (1, 2, 0, 3))
+        ref = lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation,
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                       feature_group_count=groups)
+    if bias is not None:
+        ref = ref + bias
+    ref = ref.reshape(y.shape)
+    return y + (ref - lax.stop_gradient(ref))
+
+
 def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, policy,
                    spec: HardwareSpec, mode: str, strides=(1, 1), padding="VALID",
-                   kernel_dilation=(1, 1), groups: int = 1):
+                   kernel_dilation=(1, 1), groups: int = 1, ste: bool = False):
     """Simulates ``y = conv(x, kernel) + bias`` (or dense) on crossbars.
 
     Args:
       x: float input, NHWC for convs, (B, Din) for dense.
       kernel: HWIO conv kernel (kh, kw, Cin/groups, Cout) or dense (Din, Dout).
+      ste: add straight-through gradients w.r.t. ``x`` (see ``_straight_through``).
     Returns:
       ``(y, record, info)``: float output like the float layer, a :class:`LayerRecord`
       and static :class:`LayerInfo`.
@@ -191,9 +212,14 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     tiling = tile(k, n, spec, taps)
     if kind != "dense":
         if isinstance(policy, Static) and resolve_mode(mode, tiling, spec) == "exact":
-            return _static_exact_conv(codes, w_codes, w_scale, bias, quant, zp, tiling, spec,
+            y, record, info = _static_exact_conv(
+                codes, w_codes, w_scale, bias, quant, zp, tiling, spec, (kh, kw, cin_g, cout),
+                strides, padding, kernel_dilation, groups, kind, sign_bit, nonfinite)
+            if ste:
+                y = _straight_through(y, x, w_codes, w_scale, bias, kind,
                                       (kh, kw, cin_g, cout), strides, padding,
-                                      kernel_dilation, groups, kind, sign_bit, nonfinite)
+                                      kernel_dilation, groups)
+            return y, record, info
         patches = im2col(codes, (kh, kw), strides, padding, kernel_dilation, pad_value=zp)
         out_hw = patches.shape[1:3]
         patches = patches.reshape(b, -1, groups * k)
@@ -218,6 +244,9 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     if bias is not None:
         y = y + bias
     y = y.reshape((b, *out_hw, cout))
+    if ste:
+        y = _straight_through(y, x, w_codes, w_scale, bias, kind, (kh, kw, cin_g, cout),
+                              strides, padding, kernel_dilation, groups)
     record = LayerRecord(counts=counts.sum_groups(b), nt_hist=hist, nonfinite=nonfinite)
     info = LayerInfo(kind=kind, k=k, n=n, groups=groups, taps=taps, vectors_per_image=m,
                      crossbars=groups * tiling.crossbars, macs_per_image=m * groups * k * n)
