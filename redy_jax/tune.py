@@ -33,7 +33,7 @@ from redy_jax import data
 from redy_jax.checkpoint import atomic_write_bytes, atomic_write_json
 from redy_jax.energy.breakdown import energy_breakdown
 from redy_jax.policy.base import PolicyMap, Static
-from redy_jax.policy.redy import redy_policy_map, write_thresholds
+from redy_jax.policy.redy import read_thresholds, redy_policy_map, write_thresholds
 from redy_jax.simulate import evaluate_dataset, simulate_fn
 
 LOG2_RANGE = (-8.0, 12.0)
@@ -217,8 +217,11 @@ def sweep(s, init: dict, lambdas, cfg: TuneConfig, out_dir, *, progress: bool = 
     points = []
     for lam in lambdas:
         cell = out_dir / f"lambda_{lam:g}"
-        tuned = tune_thresholds(s, init, dataclasses.replace(cfg, lam=float(lam)),
-                                out_dir=cell, progress=progress)
+        if (cell / "thresholds.json").exists():  # a finished cell
+            tuned = read_thresholds(cell / "thresholds.json")
+        else:
+            tuned = tune_thresholds(s, init, dataclasses.replace(cfg, lam=float(lam)),
+                                    out_dir=cell, progress=progress)
         ev = _cached(cell / "eval.json", lambda t=tuned: evaluate_thresholds(
             s, t, batch_size=batch_size, progress=progress))
         points.append({"lambda": float(lam), **ev, "energy_ratio": ev["energy_pj_per_image"] / e0,
