@@ -300,6 +300,8 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="results directory")
     p.add_argument("--models", nargs="+", default=None)
     p.add_argument("--limit", type=int, default=None, help="test images per cell")
+    p.add_argument("--sensitivity-model", default=None,
+                   help="model of the sensitivity study (default: resnet20, quick: first)")
     p.add_argument("--shape-models", nargs="+", default=None,
                    help="ImageNet-shaped models for the shape study (default: all)")
     p.add_argument("--shape-size", type=int, default=None,
@@ -327,8 +329,8 @@ def main(argv=None):
         print("sensitivity", flush=True)
         grid = ({"rows": [64, 128], "adc_energy_model": ["isaac_scaled", "murmann"],
                  "n_min": [1, 3]} if args.quick else SENS_FULL)
-        sens_model = models[0] if args.quick else ("resnet20" if "resnet20" in models
-                                                   else models[0])
+        sens_model = args.sensitivity_model or (
+            models[0] if args.quick else ("resnet20" if "resnet20" in models else models[0]))
         sensitivity(cells, sens_model, min(limit or 2000, 2000), grid, out)
     if "shapes" in args.sections:
         print("shapes", flush=True)
