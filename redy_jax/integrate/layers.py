@@ -21,6 +21,7 @@ from redy_jax.quant.activations import ActQuant, quantize
 from redy_jax.xbar.bit_serial import exact_matmul
 from redy_jax.xbar.engine import Counts, count_events, resolve_mode, run_tiles, to_tiles
 from redy_jax.xbar.layout import tile
+from redy_jax.xbar.lowering import im2col
 from redy_jax.xbar.weights import quantize_weights, store_weights
 
 
@@ -43,31 +44,6 @@ class LayerInfo(NamedTuple):
     vectors_per_image: int
     crossbars: int
     macs_per_image: int
-
-
-def im2col(x, kernel, strides, padding, dilation=(1, 1), pad_value=0):
-    """Patches of NHWC ``x`` -> (B, Ho, Wo, C * kh * kw), channel-major (channel slowest,
-    kernel tap fastest), by strided slicing (pure data movement, no arithmetic).
-
-    ``pad_value`` fills the padding: the code of a real zero (the zero point).
-    """
-    kh, kw = kernel
-    if isinstance(padding, str):
-        eff = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
-        padding = lax.padtype_to_pads(x.shape[1:3], eff, strides, padding)
-    (pt, pb), (pl, pr) = padding
-    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
-    ho = (xp.shape[1] - (kh - 1) * dilation[0] - 1) // strides[0] + 1
-    wo = (xp.shape[2] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
-    taps = []
-    for i in range(kh):  # static unroll over kernel taps
-        for j in range(kw):
-            r0, c0 = i * dilation[0], j * dilation[1]
-            taps.append(lax.slice(
-                xp, (0, r0, c0, 0),
-                (xp.shape[0], r0 + (ho - 1) * strides[0] + 1, c0 + (wo - 1) * strides[1] + 1,
-                 xp.shape[3]), (1, strides[0], strides[1], 1)))
-    return jnp.stack(taps, axis=-1).reshape(x.shape[0], ho, wo, -1)
 
 
 def _nt_hist(planes, shifts, spec: HardwareSpec, full: int = 0):

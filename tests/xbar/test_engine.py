@@ -189,3 +189,24 @@ def test_chunked_faithful_path_equals_unchunked():
     for a, b in zip(whole, chunked, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert int(whole[1].sum()) > 0
+
+
+@pytest.mark.parametrize("kernel,strides,padding,dilation", [
+    ((3, 3), (1, 1), "SAME", (1, 1)), ((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),
+    ((5, 5), (1, 1), "VALID", (1, 1)), ((3, 3), (1, 1), "SAME", (2, 2)),
+    ((1, 1), (2, 2), "VALID", (1, 1)), ((7, 7), (2, 2), ((3, 3), (3, 3)), (1, 1)),
+])
+def test_im2col_matches_xla_patches_channel_major(kernel, strides, padding, dilation):
+    from jax import lax
+
+    from redy_jax.xbar import im2col
+
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 11, 9, 3)), jnp.float32)
+    ref = lax.conv_general_dilated_patches(x, kernel, strides, padding, rhs_dilation=dilation,
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = im2col(x, kernel, strides, padding, dilation)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+    # Padding takes the code of a real zero.
+    p = im2col(x, kernel, strides, padding, dilation, pad_value=7.0)
+    if padding != "VALID":
+        assert (np.asarray(p) == 7.0).any()
