@@ -39,7 +39,7 @@ from redy_jax.runner import run_policy, setup
 
 KEEP = ("model", "policy", "granularity", "images", "accuracy", "energy_pj_per_image",
         "adc_conversions_per_image", "mean_streamed_bits", "breakdown_pj", "cycles_per_image",
-        "crossbars", "area_mm2", "layers")
+        "crossbars", "area_mm2", "redy_unit_area_mm2", "redy_area_overhead", "layers")
 
 
 class Cells:

@@ -110,6 +110,12 @@ def run_policy(s: Setup, policy_name: str, *, policy=None, batch_size: int = 250
     }
     out["images"] = res.images
     out["jax_devices"] = jax.device_count()
+    if policy_name == "redy" and out.get("crossbars"):
+        # One quantisation unit per tile the model occupies (crossbars -> whole tiles).
+        per_tile = s.spec.xbars_per_ima * s.spec.imas_per_tile
+        tiles = -(-out["crossbars"] // per_tile)
+        out["redy_unit_area_mm2"] = tiles * s.spec.redy_unit_area_mm2
+        out["redy_area_overhead"] = out["redy_unit_area_mm2"] / out["area_mm2"]
     if policy_name == "float":  # no crossbar: energy figures do not apply
         for k in ("energy_pj_per_image", "breakdown_pj", "adc_conversions_per_image",
                   "xbar_reads_per_image", "cycles_per_image", "latency_us_per_image",
