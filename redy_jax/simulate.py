@@ -396,9 +396,5 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
     return DatasetResult(accuracy=correct / n, report=report, images=n, correct=correct)
 
 
-def macs_per_image(report: Report) -> int:
-    return sum(s.info.macs_per_image for s in report.layers.values())
-
-
 __all__ = ["DatasetResult", "Report", "calibrate", "data_sharding", "evaluate",
-           "evaluate_dataset", "macs_per_image", "simulate_fn"]
+           "evaluate_dataset", "simulate_fn"]

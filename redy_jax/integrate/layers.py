@@ -99,14 +99,16 @@ def _run_group(x_codes, w_codes, tiling, spec, policy, ctx, mode, sign_bit):
 
 
 def _static_exact_conv(codes, w_codes, w_scale, bias, quant, zp, tiling, spec, kshape,
-                       strides, padding, dilation, groups, kind, sign_bit, nonfinite):
+                       strides, padding, dilation, groups, kind, nonfinite):
     """Static policy, exact ADC: the crossbars compute the integer convolution of the
     zero-point-centred codes, so XLA's convolution on those integers (float32, operands
     split so every sum stays below 2**24) gives the same int32 outputs without im2col;
     the events are closed-form (every group streams every plane)."""
     kh, kw, cin_g, cout = kshape
     b = codes.shape[0]
-    x = (codes - zp).astype(jnp.float32)  # |x| <= 2**act_bits - 1; padding is a real zero
+    # Centred codes (also the two's-complement values under sign-bit streaming);
+    # |x| <= 2**act_bits - 1 and padding is a real zero.
+    x = (codes - zp).astype(jnp.float32)
     w = jnp.transpose(w_codes.reshape(cin_g, kh, kw, cout), (1, 2, 0, 3))  # HWIO
     conv = lambda wf: lax.conv_general_dilated(
         x, wf.astype(jnp.float32), strides, padding, rhs_dilation=dilation,
@@ -130,7 +132,6 @@ def _static_exact_conv(codes, w_codes, w_scale, bias, quant, zp, tiling, spec, k
     info = LayerInfo(kind=kind, k=tiling.k, n=tiling.n, groups=groups, taps=kh * kw,
                      vectors_per_image=m, crossbars=groups * tiling.crossbars,
                      macs_per_image=m * groups * tiling.k * tiling.n)
-    del sign_bit  # centred codes already are the two's-complement values
     return y, record, info
 
 
@@ -190,7 +191,7 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
         if isinstance(policy, Static) and resolve_mode(mode, tiling, spec) == "exact":
             y, record, info = _static_exact_conv(
                 codes, w_codes, w_scale, bias, quant, zp, tiling, spec, (kh, kw, cin_g, cout),
-                strides, padding, kernel_dilation, groups, kind, sign_bit, nonfinite)
+                strides, padding, kernel_dilation, groups, kind, nonfinite)
             if ste:
                 y = _straight_through(y, x, w_codes, w_scale, bias, kind,
                                       (kh, kw, cin_g, cout), strides, padding,
