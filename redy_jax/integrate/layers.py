@@ -9,6 +9,7 @@ map every group to its own crossbars (vmapped over groups).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -16,10 +17,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from redy_jax.hw.spec import HardwareSpec
-from redy_jax.policy.base import LayerContext, Static
+from redy_jax.policy.base import GroupSums, LayerContext, Static, tile_sums
 from redy_jax.quant.activations import ActQuant, quantize
 from redy_jax.xbar.bit_serial import exact_matmul
-from redy_jax.xbar.engine import Counts, count_events, resolve_mode, run_tiles, to_tiles
+from redy_jax.xbar.engine import Counts, count_events, resolve_mode, run_tiles
 from redy_jax.xbar.layout import tile
 from redy_jax.xbar.lowering import im2col
 from redy_jax.xbar.weights import quantize_weights, store_weights
@@ -55,55 +56,100 @@ def _nt_hist(planes, shifts, spec: HardwareSpec, full: int = 0):
     return jnp.bincount(idx.reshape(-1), length=p * p).reshape(p, p).astype(jnp.int32)
 
 
-def _run_group(x_codes, w_codes, tiling, spec, policy, ctx, mode, sign_bit):
-    """One group: x_codes (V, K) unsigned codes, w_codes (K, N) -> (y_int, counts, hist)."""
-    stored = store_weights(w_codes, tiling, spec)
-    if sign_bit:  # stream two's complement values q - 2^(b-1)
-        x_codes = x_codes - ctx.zero_point
+def _stream_group(x_tiles, plan, stored, tiling, spec, policy, ctx, mode, sign_bit,
+                  count: bool):
+    """Streams one group's codes as planned: ``x_tiles`` (V, T, R) streamed codes (two's
+    complement values under sign-bit streaming; padding rows arbitrary, their weights
+    are zero), the policy's ``plan`` for these vectors and the crossbar image ``stored``
+    -> (y_int (V, N), counts per vector or None, nt_hist or None). ``count``: count the
+    events here (faithful ADC: saturations; relaxed plans: soft planes)."""
+    v = x_tiles.shape[0]
+    w_flat = stored.codes.reshape(-1, tiling.n)  # (T * R, N), zero in padding rows
     exact = resolve_mode(mode, tiling, spec) == "exact"
-    if isinstance(policy, Static) and exact:
-        # Every group streams all planes and the ADC is exact: the outputs are the
-        # exact integer product; no need to split the vector into row tiles.
-        y = exact_matmul(x_codes, w_codes, spec, signed=sign_bit)
-        counts = count_events(None, tiling, spec, vectors=x_codes.shape[0])
-        hist = _nt_hist(None, None, spec, full=x_codes.shape[0] * tiling.n_row_tiles)
-    else:
-        x_tiles = to_tiles(x_codes, tiling)
-        sel = policy.select(x_tiles, ctx)
-        hist = _nt_hist(sel.planes.astype(jnp.int32), sel.shifts, spec)
-        if exact:
-            # With an exact ADC the crossbar computes sum_t (q'_t . w_t) << t_t, and the
-            # digital offsets add off_t * colsum_t: together ((q' << t) + off) . w.
-            eff = sel.codes if sel.shifts is None else sel.codes << sel.shifts[..., None]
-            if sel.offsets is not None:
-                eff = eff + sel.offsets[..., None]
-            eff = eff.reshape(eff.shape[0], -1)[:, :tiling.k]
-            y = exact_matmul(eff, w_codes, spec, signed=sign_bit, headroom_bits=1)
+    sel = policy.apply(x_tiles, plan, ctx)
+    counts = hist = None
+    if exact:
+        # With an exact ADC the crossbar computes sum_t (q'_t . w_t) << t_t, and the
+        # digital offsets add off_t * colsum_t: together ((q' << t) + off) . w.
+        eff = sel.codes if sel.shifts is None else sel.codes << sel.shifts[..., None]
+        if sel.offsets is not None:
+            eff = eff + sel.offsets[..., None]
+        y = exact_matmul(eff.reshape(v, -1), w_flat, spec, signed=sign_bit,
+                         headroom_bits=0 if sel.shifts is None and sel.offsets is None else 1)
+        if sel.eff_soft is not None:  # tuning: hard forward, relaxed gradient
+            y_soft = sel.eff_soft.reshape(v, -1) @ w_flat.astype(jnp.float32)
+            y = y.astype(jnp.float32) + (y_soft - lax.stop_gradient(y_soft))
+        if count:
             counts = count_events(sel.planes, tiling, spec, None, sel.unit_ops)
-            if sel.eff_soft is not None:  # tuning: hard forward, relaxed gradient
-                soft = sel.eff_soft.reshape(eff.shape[0], -1)[:, :tiling.k]
-                y_soft = soft @ w_codes.astype(jnp.float32)
-                y = y.astype(jnp.float32) + (y_soft - lax.stop_gradient(y_soft))
-        else:
-            if sel.eff_soft is not None:
-                raise ValueError("a relaxed (temperature > 0) ReDy policy needs an exact ADC "
-                                 "(mode='exact' or 'auto' on a spec whose ADC cannot clip)")
-            y, counts = run_tiles(sel.codes, stored, tiling, spec, signed=sign_bit,
-                                  mode=mode, planes=sel.planes, shifts=sel.shifts,
-                                  redy_unit_ops=sel.unit_ops)
-            if sel.offsets is not None:  # per-group zero points, restored per row tile
-                y = y + jnp.einsum("vt,tn->vn", sel.offsets, stored.codes.sum(axis=1))
+    else:
+        if sel.eff_soft is not None:
+            raise ValueError("a relaxed (temperature > 0) ReDy policy needs an exact ADC "
+                             "(mode='exact' or 'auto' on a spec whose ADC cannot clip)")
+        y, counts = run_tiles(sel.codes, stored, tiling, spec, signed=sign_bit,
+                              mode=mode, planes=sel.planes, shifts=sel.shifts,
+                              redy_unit_ops=sel.unit_ops)
+        if sel.offsets is not None:  # per-group zero points, restored per row tile
+            y = y + jnp.einsum("vt,tn->vn", sel.offsets, stored.codes.sum(axis=1))
+    if count:
+        hist = _nt_hist(sel.planes.astype(jnp.int32), sel.shifts, spec)
     if not sign_bit and ctx.zero_point:
         y = y - ctx.zero_point * stored.col_sum
     return y, counts, hist
 
 
-def _static_exact_conv(codes, w_codes, w_scale, bias, quant, zp, tiling, spec, kshape,
-                       strides, padding, dilation, groups, kind, nonfinite):
+def _combine_groups(counts, hist):
+    """Per-group counts (G, V) and histograms (G, ...) -> the layer's: groups occupy
+    separate crossbars and run in parallel, so events add and latency is the slowest's."""
+    cycles = counts.cycles.max(axis=0)
+    counts = jax.tree_util.tree_map(lambda a: a.sum(axis=0), counts).replace(cycles=cycles)
+    return counts, hist.sum(axis=0)
+
+
+def _conv_sums(xp, tiling, groups, cin_g, kernel, strides, dilation) -> GroupSums:
+    """Window-level :class:`GroupSums` of a convolution, without im2col: per pixel, the
+    sums / max / min over each row tile's channels, then pooled over the kernel window.
+    ``xp``: (B, Hp, Wp, G * Cin_g) spatially padded streamed codes. Returns each field
+    as (G, B * Ho * Wo, T)."""
+    b, hp, wp, _ = xp.shape
+    t, ct = tiling.n_row_tiles, tiling.rows_per_tile // tiling.taps
+    xf = xp.astype(jnp.float32).reshape(b, hp, wp, groups, cin_g)
+    # Per-tile channel slices (static, one per row tile): on XLA:CPU this is ~8x faster
+    # than reducing a padded (..., T, ct) reshape and ~20x faster than a transpose.
+    parts = [xf[..., i * ct:min(cin_g, (i + 1) * ct)] for i in range(t)]
+    stack = lambda f: jnp.stack([f(a) for a in parts], axis=-1)  # (B, Hp, Wp, G, T)
+    s1, s2 = stack(lambda a: a.sum(-1)), stack(lambda a: (a * a).sum(-1))
+    mx, mn = stack(lambda a: a.max(-1)), stack(lambda a: a.min(-1))
+    ho = (hp - (kernel[0] - 1) * dilation[0] - 1) // strides[0] + 1
+    wo = (wp - (kernel[1] - 1) * dilation[1] - 1) // strides[1] + 1
+
+    def pool(a, op):
+        """Reduces (B, Hp, Wp, G, T) over each kernel window with ``op``: one strided
+        slice per kernel tap (static unroll; XLA fuses it into one loop, far faster on
+        CPU than ``lax.reduce_window``)."""
+        out = None
+        for i in range(kernel[0]):
+            for j in range(kernel[1]):
+                r0, c0 = i * dilation[0], j * dilation[1]
+                sl = lax.slice(a, (0, r0, c0, 0, 0),
+                               (b, r0 + (ho - 1) * strides[0] + 1,
+                                c0 + (wo - 1) * strides[1] + 1, groups, t),
+                               (1, strides[0], strides[1], 1, 1))
+                out = sl if out is None else op(out, sl)
+        return out
+
+    fields = (pool(s1, lax.add), pool(s2, lax.add), pool(mx, lax.max), pool(mn, lax.min))
+    per_group = lambda a: jnp.transpose(a, (3, 0, 1, 2, 4)).reshape(groups, -1, t)
+    return GroupSums(*(per_group(a) for a in fields))
+
+
+def _static_exact_conv(codes, w_codes, zp, tiling, spec, kshape, strides, padding,
+                       dilation, groups):
     """Static policy, exact ADC: the crossbars compute the integer convolution of the
     zero-point-centred codes, so XLA's convolution on those integers (float32, operands
     split so every sum stays below 2**24) gives the same int32 outputs without im2col;
-    the events are closed-form (every group streams every plane)."""
+    the events are closed-form (every group streams every plane).
+
+    Returns ``(y_int, counts per image, nt_hist)``."""
     kh, kw, cin_g, cout = kshape
     b = codes.shape[0]
     # Centred codes (also the two's-complement values under sign-bit streaming);
@@ -121,18 +167,53 @@ def _static_exact_conv(codes, w_codes, w_scale, bias, quant, zp, tiling, spec, k
         lo = w & 15
         y_int = (conv(w - lo).astype(jnp.int32) + conv(lo).astype(jnp.int32))
     m = y_int.shape[1] * y_int.shape[2]
-    y = y_int.astype(jnp.float32) * (quant.scale * w_scale)
-    if bias is not None:
-        y = y + bias
     counts = count_events(None, tiling, spec, vectors=b * m)
     cycles = counts.cycles
     counts = jax.tree_util.tree_map(lambda a: a * groups, counts).replace(cycles=cycles)
     hist = _nt_hist(None, None, spec, full=b * m * groups * tiling.n_row_tiles)
-    record = LayerRecord(counts=counts.sum_groups(b), nt_hist=hist, nonfinite=nonfinite)
-    info = LayerInfo(kind=kind, k=tiling.k, n=tiling.n, groups=groups, taps=kh * kw,
-                     vectors_per_image=m, crossbars=groups * tiling.crossbars,
-                     macs_per_image=m * groups * tiling.k * tiling.n)
-    return y, record, info
+    return y_int, counts.sum_groups(b), hist
+
+
+CHUNK_BYTES: dict[str, int | None] = {"cpu": 2**20}
+"""Per backend, the size [bytes] of one chunk's lowered input (im2col patches as
+float32) above which a layer's batch is streamed in chunks of images with ``lax.map``
+(statistics and decisions are made for the whole batch first, from per-pixel sums, so
+only im2col + requantisation + matmul run per chunk). On XLA:CPU patches that stay in
+cache make the lowered matrix product ~1.1-1.4x a native convolution instead of 5-10x
+(2-core development machine, ResNet-20 layer shapes; ~1 MiB was the best whole-model
+setting, 0.5-8 MiB measured); backends not listed (GPU, TPU) take the whole batch at
+once. Results do not depend on it."""
+
+
+def image_chunk(batch: int, bytes_per_image: int) -> int:
+    """Images per chunk for the current backend (see :data:`CHUNK_BYTES`)."""
+    budget = CHUNK_BYTES.get(jax.default_backend())
+    if budget is None:
+        return batch
+    return max(1, min(batch, budget // max(1, bytes_per_image)))
+
+
+def map_image_chunks(fn, xs, chunk: int):
+    """Applies ``fn`` to the batch (leading axis of every leaf of ``xs``) in chunks of
+    ``chunk`` images (``lax.map``; a remainder chunk runs once more) and stitches the
+    results ``(per-image outputs, per-image counts or None, histogram or None)``:
+    outputs and counts concatenate, histograms add."""
+    b = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    if chunk >= b:
+        return fn(xs)
+    n, rem = divmod(b, chunk)
+    tmap = jax.tree_util.tree_map
+    head = tmap(lambda a: a[:n * chunk].reshape(n, chunk, *a.shape[1:]), xs)
+    y, counts, hist = lax.map(fn, head)
+    flat = lambda a: a.reshape(n * chunk, *a.shape[2:])
+    y, counts = flat(y), tmap(flat, counts)
+    hist = None if hist is None else hist.sum(axis=0)
+    if rem:
+        y2, c2, h2 = fn(tmap(lambda a: a[n * chunk:], xs))
+        y = jnp.concatenate([y, y2])
+        counts = tmap(lambda a, c: jnp.concatenate([a, c]), counts, c2)
+        hist = None if hist is None else hist + h2
+    return y, counts, hist
 
 
 def _straight_through(y, x, w_codes, w_scale, bias, kind, kshape, strides, padding,
@@ -176,55 +257,109 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     if kind == "dense":
         kh = kw = 1
         cin_g, cout = kernel.shape
-        patches = codes.reshape(b, -1, cin_g)  # (B, M, K): M = prod of middle dims
-        out_hw = x.shape[1:-1]
     else:
         kh, kw, cin_g, cout = kernel.shape
-        patches = None
+    kshape = (kh, kw, cin_g, cout)
     taps = kh * kw
     k, n = cin_g * taps, cout // groups
     # (Cin_g, kh, kw) row order per group, i.e. channel-major like the patches.
     w2 = jnp.transpose(kernel.reshape(kh, kw, cin_g, cout), (2, 0, 1, 3)).reshape(k, cout)
     w_codes, w_scale = quantize_weights(w2, spec.weight_bits)
     tiling = tile(k, n, spec, taps)
-    if kind != "dense":
-        if isinstance(policy, Static) and resolve_mode(mode, tiling, spec) == "exact":
-            y, record, info = _static_exact_conv(
-                codes, w_codes, w_scale, bias, quant, zp, tiling, spec, (kh, kw, cin_g, cout),
-                strides, padding, kernel_dilation, groups, kind, nonfinite)
-            if ste:
-                y = _straight_through(y, x, w_codes, w_scale, bias, kind,
-                                      (kh, kw, cin_g, cout), strides, padding,
-                                      kernel_dilation, groups)
-            return y, record, info
-        patches = im2col(codes, (kh, kw), strides, padding, kernel_dilation, pad_value=zp)
-        out_hw = patches.shape[1:3]
-        patches = patches.reshape(b, -1, groups * k)
-    m = patches.shape[1]
-    ctx = LayerContext(path=path, kind=kind, tiling=tiling, spec=spec, images=b,
-                       vectors_per_image=m, zero_point=zp, sign_bit=sign_bit)
-    xg = jnp.transpose(patches.reshape(b * m, groups, k), (1, 0, 2))  # (G, V, K)
-    wg = jnp.transpose(w_codes.reshape(k, groups, n), (1, 0, 2))  # (G, K, N)
-    run = lambda xc, wc: _run_group(xc, wc, tiling, spec, policy, ctx, mode, sign_bit)
-    if groups == 1:
-        y_int, counts, hist = run(xg[0], wg[0])
-        y_int = y_int[:, None]
+    t, ct = tiling.n_row_tiles, tiling.rows_per_tile // taps
+    # Streamed codes: two's complement values q - zp under sign-bit streaming.
+    pad_code = 0 if sign_bit else zp  # the code of a real zero (spatial padding)
+    if kind == "dense":
+        out_hw = x.shape[1:-1]
+        pads = None
     else:
-        y_int, counts, hist = jax.vmap(run)(xg, wg)  # (G, V, N), counts (G, V)
-        y_int = jnp.transpose(y_int, (1, 0, 2))
-        # Groups occupy separate crossbars and run in parallel: events add, latency is
-        # that of the slowest group.
-        cycles = counts.cycles.max(axis=0)
-        counts = jax.tree_util.tree_map(lambda a: a.sum(axis=0), counts).replace(cycles=cycles)
-        hist = hist.sum(axis=0)
-    y = y_int.reshape(b * m, cout).astype(jnp.float32) * (quant.scale * w_scale)
+        eff_k = ((kh - 1) * kernel_dilation[0] + 1, (kw - 1) * kernel_dilation[1] + 1)
+        pads = (lax.padtype_to_pads(x.shape[1:3], eff_k, strides, padding)
+                if isinstance(padding, str) else tuple(tuple(p) for p in padding))
+        out_hw = tuple((x.shape[1 + i] + sum(pads[i]) - eff_k[i]) // strides[i] + 1
+                       for i in range(2))
+    m = math.prod(out_hw)
+    # Weights as programmed into crossbars, per group, once (outside the chunk loop).
+    wg = jnp.transpose(w_codes.reshape(k, groups, n), (1, 0, 2))  # (G, K, N)
+    stored = jax.vmap(lambda w: store_weights(w, tiling, spec))(wg)
+    exact = resolve_mode(mode, tiling, spec) == "exact"
+    relaxed = getattr(policy, "temperature", 0) > 0
+    count_in_chunks = not exact or relaxed  # else the plan alone fixes every count
+    ctx_of = lambda c: LayerContext(path=path, kind=kind, tiling=tiling, spec=spec, images=c,
+                                    vectors_per_image=m, zero_point=zp, sign_bit=sign_bit)
+
+    def tiles_of(xc):
+        """Streamed codes (c, [Hp, Wp,] G * Cin_g) -> tiles (G, c * m, T, R): channels
+        padded to whole row tiles, then lowered (im2col, channel-major rows)."""
+        c = xc.shape[0]
+        xc = xc.reshape(c, -1, groups * cin_g) if kind == "dense" else xc
+        padded = xc.reshape(*xc.shape[:-1], groups, cin_g)
+        padded = jnp.pad(padded, ((0, 0),) * (padded.ndim - 1) + ((0, t * ct - cin_g),),
+                         constant_values=pad_code).reshape(*xc.shape[:-1], -1)
+        if kind != "dense":
+            padded = im2col(padded, (kh, kw), strides, "VALID", kernel_dilation)
+        return jnp.moveaxis(padded.reshape(c * m, groups, t, -1), 1, 0)
+
+    def plan_of(xs_full):
+        """Decisions for every group of the batch, from statistics (no im2col for convs)."""
+        ctx = ctx_of(b)
+        if getattr(policy, "needs_sums", False):
+            if kind == "dense":
+                sums = jax.vmap(lambda xt: tile_sums(xt, ctx))(tiles_of(xs_full))
+            else:
+                sums = _conv_sums(xs_full, tiling, groups, cin_g, (kh, kw), strides,
+                                  kernel_dilation)
+        else:
+            sums = None
+        return jax.vmap(lambda sm: policy.plan(sm, ctx, b * m))(sums) if sums is not None \
+            else jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (groups, *a.shape)),
+                                        policy.plan(None, ctx, b * m))
+
+    def stream(args):
+        """A chunk of images -> (y_int (c, *out_hw, cout), counts per image, nt_hist)."""
+        xc, plan_c = args
+        c = xc.shape[0]
+        # plan leaves (c, G, m, ...) -> (G, c * m, ...)
+        plan_c = jax.tree_util.tree_map(
+            lambda a: jnp.moveaxis(a, 1, 0).reshape(groups, c * m, *a.shape[3:]), plan_c)
+        run = lambda xt, pl, st: _stream_group(xt, pl, st, tiling, spec, policy, ctx_of(c),
+                                               mode, sign_bit, count_in_chunks)
+        y_int, counts, hist = jax.vmap(run)(tiles_of(xc), plan_c, stored)  # (G, V, N)
+        y_int = jnp.transpose(y_int, (1, 0, 2)).reshape(c, *out_hw, cout)
+        if count_in_chunks:
+            counts, hist = _combine_groups(counts, hist)
+            counts = counts.sum_groups(c)
+        return y_int, counts, hist
+
+    if (kind != "dense" and isinstance(policy, Static)
+            and resolve_mode(mode, tiling, spec) == "exact"):
+        y_int, counts, hist = _static_exact_conv(codes, w_codes, zp, tiling, spec, kshape,
+                                                 strides, padding, kernel_dilation, groups)
+    else:
+        xs = codes - zp if sign_bit else codes  # streamed codes
+        if kind != "dense":
+            xs = jnp.pad(xs, ((0, 0), *pads, (0, 0)), constant_values=pad_code)
+        plan = plan_of(xs)
+        if not count_in_chunks:
+            per_group = jax.vmap(lambda p: (count_events(p.planes, tiling, spec, None,
+                                                         p.unit_ops),
+                                            _nt_hist(p.planes, p.shifts, spec)))
+            counts, hist = _combine_groups(*per_group(plan))
+            counts = counts.sum_groups(b)
+        # plan leaves (G, B * m, ...) -> (B, G, m, ...): chunked by image with the codes
+        plan_img = jax.tree_util.tree_map(
+            lambda a: jnp.moveaxis(a.reshape(groups, b, m, *a.shape[2:]), 1, 0), plan)
+        chunk = image_chunk(b, m * groups * t * tiling.rows_per_tile * 4)
+        y_int, c_counts, c_hist = map_image_chunks(stream, (xs, plan_img), chunk)
+        if count_in_chunks:
+            counts, hist = c_counts, c_hist
+    y = y_int.astype(jnp.float32) * (quant.scale * w_scale)
     if bias is not None:
         y = y + bias
-    y = y.reshape((b, *out_hw, cout))
     if ste:
-        y = _straight_through(y, x, w_codes, w_scale, bias, kind, (kh, kw, cin_g, cout),
-                              strides, padding, kernel_dilation, groups)
-    record = LayerRecord(counts=counts.sum_groups(b), nt_hist=hist, nonfinite=nonfinite)
+        y = _straight_through(y, x, w_codes, w_scale, bias, kind, kshape, strides, padding,
+                              kernel_dilation, groups)
+    record = LayerRecord(counts=counts, nt_hist=hist, nonfinite=nonfinite)
     info = LayerInfo(kind=kind, k=k, n=n, groups=groups, taps=taps, vectors_per_image=m,
                      crossbars=groups * tiling.crossbars, macs_per_image=m * groups * k * n)
     return y, record, info

@@ -1,7 +1,8 @@
 """Precision policies: how many digit planes each group of activations streams.
 
 A policy sees a layer's static ``act_bits`` codes, tiled per crossbar row tile
-(V vectors x T row tiles x R rows), and returns a :class:`Selection`: the codes
+(V vectors x T row tiles x R rows), optionally with their per-group statistics
+(:class:`GroupSums`), and returns a :class:`Selection`: the codes
 actually streamed (shifted right by ``t`` LSBs), the digit planes ``n`` streamed
 per group, the shifts ``t`` and the activations its hardware unit processed.
 
@@ -57,6 +58,19 @@ class Selection(NamedTuple):
     eff_soft: jnp.ndarray | None = None  # float (V, T, R) relaxed effective codes (tuning)
 
 
+class Plan(NamedTuple):
+    """A policy's per-group decision, made from statistics alone (no codes needed), so a
+    layer can decide for the whole batch at once and stream the codes chunk by chunk.
+    Every field is (V, T) except ``unit_ops`` (V,); None where the policy has none."""
+
+    planes: jnp.ndarray  # int32 digit planes streamed per group
+    sums: GroupSums | None = None  # the statistics it was made from (relaxed tuning)
+    shifts: jnp.ndarray | None = None
+    offsets: jnp.ndarray | None = None
+    bits: jnp.ndarray | None = None  # int32 bits n kept per group (codes clipped to n)
+    unit_ops: jnp.ndarray | None = None
+
+
 def bits_needed(codes: jnp.ndarray, sign_bit: bool) -> jnp.ndarray:
     """Bits to represent every code: unsigned ``bit_length(max)``; two's complement
     ``1 + bit_length`` of the largest magnitude (``~x`` for negative x)."""
@@ -66,13 +80,54 @@ def bits_needed(codes: jnp.ndarray, sign_bit: bool) -> jnp.ndarray:
     return 32 - lax.clz(codes)
 
 
-def group_reduce(x: jnp.ndarray, ctx: LayerContext, granularity: str, op) -> jnp.ndarray:
-    """Reduces (V, T, R) over each group's activations -> (V, T) (broadcast per vector)."""
-    if granularity == "window":
-        return op(x, axis=2)
-    b, m = ctx.images, ctx.vectors_per_image
-    g = op(x.reshape(b, m, *x.shape[1:]), axis=(1, 3))  # (B, T)
-    return jnp.repeat(g, m, axis=0)
+class GroupSums(NamedTuple):
+    """Sufficient statistics of every window-level group (vector, row tile), each (V, T)
+    float32 (exact: codes are small integers): sum, sum of squares, max and min of the
+    group's codes, padding rows excluded. Layers compute them without materialising the
+    tiles where they can (convolutions: per-pixel sums pooled over the kernel window)."""
+
+    s1: jnp.ndarray
+    s2: jnp.ndarray
+    max: jnp.ndarray
+    min: jnp.ndarray
+
+
+def tile_sums(x: jnp.ndarray, ctx: LayerContext) -> GroupSums:
+    """:class:`GroupSums` of tiled codes (V, T, R)."""
+    rows_used = jnp.asarray(ctx.tiling.rows_used, jnp.int32)
+    valid = jnp.arange(x.shape[2])[None, :] < rows_used[:, None]  # (T, R)
+    xf = x.astype(jnp.float32)
+    big = jnp.float32(2 ** 30)
+    return GroupSums(s1=jnp.where(valid, xf, 0).sum(-1), s2=jnp.where(valid, xf * xf, 0).sum(-1),
+                     max=jnp.where(valid, xf, -big).max(-1), min=jnp.where(valid, xf, big).min(-1))
+
+
+def group_stats(sums: GroupSums, ctx: LayerContext, granularity: str):
+    """``(max, min, mean, std)`` of each group, each (V, T): the window-level groups
+    themselves, or (``channel``) the union of an image's windows, broadcast back to
+    every vector of that image."""
+    cnt = jnp.asarray(ctx.tiling.rows_used, jnp.float32)[None, :]
+    s1, s2, mx, mn = sums
+    if granularity == "channel":
+        b, m = ctx.images, ctx.vectors_per_image
+        per_image = lambda a, op: jnp.repeat(op(a.reshape(b, m, -1), axis=1), m, axis=0)
+        s1, s2 = per_image(s1, jnp.sum), per_image(s2, jnp.sum)
+        mx, mn = per_image(mx, jnp.max), per_image(mn, jnp.min)
+        cnt = cnt * m
+    elif granularity != "window":
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    mean = s1 / cnt
+    amax = 1 << ctx.spec.act_bits
+    if granularity == "window" and ctx.tiling.rows_per_tile ** 2 * amax * amax < 2 ** 31:
+        # cnt^2 var = cnt * s2 - s1^2 exactly in int32 (s1, s2 are exact integers here),
+        # so the std — and a ReDy decision at a threshold — does not depend on how XLA
+        # fuses or orders float operations.
+        n = jnp.asarray(ctx.tiling.rows_used, jnp.int32)[None, :]
+        var_num = n * s2.astype(jnp.int32) - jnp.square(s1.astype(jnp.int32))
+        std = jnp.sqrt(var_num.astype(jnp.float32)) / cnt
+    else:
+        std = jnp.sqrt(jnp.maximum(s2 / cnt - mean * mean, 0.0))
+    return mx, mn, mean, std
 
 
 def digits_for_bits(bits: jnp.ndarray, spec: HardwareSpec) -> jnp.ndarray:
@@ -92,9 +147,17 @@ class Static:
 
     name: str = struct.field(pytree_node=False, default="static")
 
-    def select(self, x: jnp.ndarray, ctx: LayerContext) -> Selection:
-        v, t = x.shape[:2]
-        return Selection(x, jnp.full((v, t), ctx.spec.planes, jnp.int32))
+    needs_sums = False
+
+    def plan(self, sums: GroupSums | None, ctx: LayerContext, vectors: int = 0) -> Plan:
+        return Plan(jnp.full((vectors, ctx.tiling.n_row_tiles), ctx.spec.planes, jnp.int32))
+
+    def apply(self, x: jnp.ndarray, plan: Plan, ctx: LayerContext) -> Selection:
+        return Selection(x, plan.planes)
+
+    def select(self, x: jnp.ndarray, ctx: LayerContext,
+               sums: GroupSums | None = None) -> Selection:
+        return self.apply(x, self.plan(None, ctx, x.shape[0]), ctx)
 
 
 @struct.dataclass
@@ -104,14 +167,30 @@ class LeadingZeroSkip:
     granularity: str = struct.field(pytree_node=False, default="window")
     name: str = struct.field(pytree_node=False, default="lzs")
 
-    def select(self, x: jnp.ndarray, ctx: LayerContext) -> Selection:
+    needs_sums = True
+
+    def __post_init__(self):
         if self.granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}, "
+            raise ValueError(f"LeadingZeroSkip.granularity must be one of {GRANULARITIES}, "
                              f"got {self.granularity!r}")
-        bits = bits_needed(x, ctx.sign_bit)
-        bits = group_reduce(bits, ctx, self.granularity, jnp.max)
+
+    def select(self, x: jnp.ndarray, ctx: LayerContext,
+               sums: GroupSums | None = None) -> Selection:
+        """``sums``: the groups' statistics when the caller has them (else from ``x``)."""
+        return self.apply(x, self.plan(tile_sums(x, ctx) if sums is None else sums, ctx), ctx)
+
+    def apply(self, x: jnp.ndarray, plan: Plan, ctx: LayerContext) -> Selection:
+        return Selection(x, plan.planes)
+
+    def plan(self, sums: GroupSums, ctx: LayerContext, vectors: int = 0) -> Plan:
+        mx, mn, _, _ = group_stats(sums, ctx, self.granularity)
+        # bits_needed is monotone in the code (and, two's complement, in -code): the
+        # group needs what its extreme codes need.
+        bits = bits_needed(mx.astype(jnp.int32), ctx.sign_bit)
+        if ctx.sign_bit:
+            bits = jnp.maximum(bits, bits_needed(mn.astype(jnp.int32), True))
         planes = jnp.minimum(digits_for_bits(bits, ctx.spec), ctx.spec.planes).astype(jnp.int32)
-        return Selection(x, planes)
+        return Plan(planes)
 
 
 @jax.tree_util.register_pytree_node_class

@@ -33,41 +33,19 @@ from jax import lax
 
 from redy_jax.policy.base import (
     GRANULARITIES,
+    GroupSums,
     LayerContext,
+    Plan,
     PolicyMap,
     Selection,
     Static,
     bits_needed,
     digits_for_bits,
+    group_stats,
+    tile_sums,
 )
 
 STATISTICS = ("std", "max", "range")
-
-
-def _group_stats(x: jnp.ndarray, ctx: LayerContext, granularity: str):
-    """max, min, mean, std of each group of (V, T, R) codes -> each (V, T) float32."""
-    rows_used = jnp.asarray(ctx.tiling.rows_used, jnp.int32)
-    valid = jnp.arange(x.shape[2])[None, :] < rows_used[:, None]  # (T, R)
-    xf = x.astype(jnp.float32)
-    big = jnp.float32(2 ** 30)
-    if granularity == "window":
-        cnt = rows_used.astype(jnp.float32)[None, :]
-        s1 = jnp.where(valid, xf, 0).sum(-1)
-        s2 = jnp.where(valid, xf * xf, 0).sum(-1)
-        mx = jnp.where(valid, xf, -big).max(-1)
-        mn = jnp.where(valid, xf, big).min(-1)
-    else:
-        b, m = ctx.images, ctx.vectors_per_image
-        xi = xf.reshape(b, m, *x.shape[1:])
-        cnt = (rows_used * m).astype(jnp.float32)[None, :]
-        s1 = jnp.where(valid, xi, 0).sum((1, 3))
-        s2 = jnp.where(valid, xi * xi, 0).sum((1, 3))
-        mx = jnp.where(valid, xi, -big).max((1, 3))
-        mn = jnp.where(valid, xi, big).min((1, 3))
-        s1, s2, mx, mn = (jnp.repeat(a, m, axis=0) for a in (s1, s2, mx, mn))
-    mean = s1 / cnt
-    std = jnp.sqrt(jnp.maximum(s2 / cnt - mean * mean, 0.0))
-    return mx, mn, mean, std
 
 
 def _sigmoid(z):
@@ -117,9 +95,11 @@ class ReDy:
         thr = jnp.asarray(self.thresholds, jnp.float32)
         return (stat[..., None] > thr).sum(-1).astype(jnp.int32)
 
-    def plan(self, x: jnp.ndarray, ctx: LayerContext, t: jnp.ndarray | None = None):
-        """Group statistics -> (offsets, shifts t, bits n) for codes (V, T, R)."""
-        mx, mn, mean, std = _group_stats(x, ctx, self.granularity)
+    needs_sums = True
+
+    def decide(self, sums: GroupSums, ctx: LayerContext, t: jnp.ndarray | None = None):
+        """Group statistics -> (offsets, shifts t, bits n), each (V, T)."""
+        mx, mn, mean, std = group_stats(sums, ctx, self.granularity)
         use_offset = ctx.zero_point != 0 and not ctx.sign_bit
         offset = mn.astype(jnp.int32) if use_offset else jnp.zeros(mn.shape, jnp.int32)
         if t is None:
@@ -137,12 +117,29 @@ class ReDy:
         n = jnp.clip(n, self.n_min, ctx.spec.act_bits)
         return offset, t, n
 
-    def select(self, x: jnp.ndarray, ctx: LayerContext) -> Selection:
-        offset, t, n = self.plan(x, ctx)
-        sel = self.requantize(x, ctx, offset, t, n)
-        return sel if self.temperature == 0 else self.relaxed(x, ctx, sel)
+    def plan(self, sums: GroupSums, ctx: LayerContext, vectors: int = 0) -> Plan:
+        """The hard rule's decision for every group (see the module docstring)."""
+        offset, t, n = self.decide(sums, ctx)
+        per_vector = ctx.tiling.k if self.granularity == "window" else -(-ctx.tiling.k //
+                                                                         ctx.tiling.taps)
+        use_offset = ctx.zero_point != 0 and not ctx.sign_bit
+        return Plan(planes=digits_for_bits(n, ctx.spec).astype(jnp.int32), sums=sums, shifts=t,
+                    offsets=offset if use_offset else None, bits=n,
+                    unit_ops=jnp.full((t.shape[0],), per_vector, jnp.int32))
 
-    def relaxed(self, x: jnp.ndarray, ctx: LayerContext, hard: Selection) -> Selection:
+    def apply(self, x: jnp.ndarray, plan: Plan, ctx: LayerContext) -> Selection:
+        """Requantises codes (V, T, R) as planned (and relaxes them when tuning)."""
+        offset = plan.offsets if plan.offsets is not None else jnp.zeros_like(plan.shifts)
+        sel = self.requantize(x, ctx, offset, plan.shifts, plan.bits)
+        return sel if self.temperature == 0 else self.relaxed(x, ctx, sel, plan.sums)
+
+    def select(self, x: jnp.ndarray, ctx: LayerContext,
+               sums: GroupSums | None = None) -> Selection:
+        """``sums``: the groups' statistics when the caller has them (else from ``x``)."""
+        return self.apply(x, self.plan(tile_sums(x, ctx) if sums is None else sums, ctx), ctx)
+
+    def relaxed(self, x: jnp.ndarray, ctx: LayerContext, hard: Selection,
+                sums: GroupSums) -> Selection:
         """Straight-through relaxation: forward values are the hard rule's, gradients are
         those of the expectation under a logistic threshold.
 
@@ -155,7 +152,7 @@ class ReDy:
         becomes the hard rule; over many groups its gradient matches a finite difference
         of the hard energy (tests/test_tune.py).
         """
-        mx, mn, mean, std = _group_stats(x, ctx, self.granularity)
+        mx, mn, mean, std = group_stats(sums, ctx, self.granularity)
         stat = self.statistic_of(mx, mn, mean, std)
         log_thr = jnp.log2(jnp.maximum(jnp.asarray(self.thresholds, jnp.float32), 1e-30))
         log_stat = jnp.log2(jnp.maximum(stat, 1e-6))
@@ -163,7 +160,7 @@ class ReDy:
         t_max = p.shape[-1]
 
         def at(tj):
-            offset, t, n = self.plan(x, ctx, t=jnp.full(stat.shape, tj, jnp.int32))
+            offset, t, n = self.decide(sums, ctx, t=jnp.full(stat.shape, tj, jnp.int32))
             sel = self.requantize(x, ctx, offset, t, n)
             eff = (sel.codes << t[..., None]) + (0 if sel.offsets is None
                                                  else sel.offsets[..., None])

@@ -205,21 +205,41 @@ def exact_outputs(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
 
 def exact_matmul(x: jnp.ndarray, w_codes: jnp.ndarray, spec: HardwareSpec,
                  signed: bool, headroom_bits: int = 0) -> jnp.ndarray:
-    """Exact int32 ``x (V, K) @ w (K, N)`` with float32 matmuls on row chunks small enough
-    that every sum stays below 2**24 (one chunk for 8-bit operands up to K = 514).
+    """Exact int32 ``x (V, K) @ w (K, N)`` with float32 matmuls whose every partial sum
+    stays below 2**24 in magnitude (hence exact, in any summation order).
 
-    ``headroom_bits``: |x| may exceed the ``act_bits`` range by this many bits (e.g.
-    ReDy's effective codes ``(q' << t) + offset``)."""
+    One matmul when ``K * max|x| * max|w|`` allows; otherwise the weights are split into
+    base-16 digits (low digits in [0, 15], the top one signed) with one matmul each,
+    recombined by shifts in int32; if even a digit is too wide for K, the rows are also
+    processed in chunks. ``headroom_bits``: |x| may exceed the ``act_bits`` range by this
+    many bits (e.g. ReDy's effective codes ``(q' << t) + offset``)."""
     v, k = x.shape
     xmax = (1 << (spec.act_bits - 1)) if signed else (1 << spec.act_bits) - 1
     xmax = (xmax + 1) << headroom_bits
     wmax = 1 << (spec.weight_bits - 1)
-    per = max(1, (_F32_EXACT - 1) // (xmax * wmax))
-    xf, wf = x.astype(jnp.float32), jnp.asarray(w_codes).astype(jnp.float32)
-    if k <= per:
-        return (xf @ wf).astype(jnp.int32)
+    xf = x.astype(jnp.float32)
+    w = jnp.asarray(w_codes, jnp.int32)
+    fits = lambda rows, bound: rows * xmax * bound < _F32_EXACT
+    if fits(k, wmax):
+        return (xf @ w.astype(jnp.float32)).astype(jnp.int32)
+    # Row chunk that a base-16 digit (|d| <= 15, or the top digit) allows.
+    per = min(k, max(1, (_F32_EXACT - 1) // (xmax * 15)))
+    digits, bound = [], wmax
+    while not fits(per, bound):  # peel base-16 digits until the rest is narrow enough
+        lo = w & 15
+        digits.append(lo)
+        w = (w - lo) >> 4
+        bound = -(-bound // 16)
+    digits.append(w)
     chunks = -(-k // per)
-    pad = chunks * per - k
-    xc = jnp.pad(xf, ((0, 0), (0, pad))).reshape(v, chunks, per)
-    wc = jnp.pad(wf, ((0, pad), (0, 0))).reshape(chunks, per, -1)
-    return jnp.einsum("vcr,crn->vcn", xc, wc).astype(jnp.int32).sum(axis=1)
+    xc = jnp.pad(xf, ((0, 0), (0, chunks * per - k))).reshape(v, chunks, per)
+    out = 0
+    for j, d in enumerate(digits):  # static: ceil(weight_bits / 4) digits at most
+        d = d.astype(jnp.float32)
+        if chunks == 1:
+            part = (xf @ d).astype(jnp.int32)
+        else:
+            dc = jnp.pad(d, ((0, chunks * per - k), (0, 0))).reshape(chunks, per, -1)
+            part = jnp.einsum("vcr,crn->vcn", xc, dc).astype(jnp.int32).sum(axis=1)
+        out = out + (part << (4 * j))
+    return out
