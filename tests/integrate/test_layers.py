@@ -1,0 +1,71 @@
+"""One layer through the engine: statistics without im2col, chunked streaming."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redy_jax.hw import isaac
+from redy_jax.integrate import layers
+from redy_jax.integrate.layers import _conv_sums, crossbar_layer
+from redy_jax.policy import LayerContext, LeadingZeroSkip, Static
+from redy_jax.policy.base import tile_sums
+from redy_jax.policy.redy import ReDy
+from redy_jax.quant.activations import ActQuant
+from redy_jax.xbar.layout import tile
+from redy_jax.xbar.lowering import im2col
+
+
+@settings(max_examples=8, deadline=None)
+@given(cin=st.integers(1, 40), k=st.sampled_from([1, 2, 3]), stride=st.sampled_from([1, 2]),
+       dil=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2]), seed=st.integers(0, 99))
+def test_conv_sums_equal_sums_over_im2col_tiles(cin, k, stride, dil, groups, seed):
+    """Per-pixel tile sums pooled over the window == the statistics of the im2col row
+    tiles they stand for (padding rows excluded), for strides, dilations and groups."""
+    spec = isaac()
+    x = np.random.default_rng(seed).integers(0, 256, (2, 9, 8, cin * groups))
+    tl = tile(cin * k * k, 4, spec, k * k)
+    got = _conv_sums(jnp.asarray(x), tl, groups, cin, (k, k), (stride, stride), (dil, dil))
+    patches = im2col(jnp.asarray(x), (k, k), (stride, stride), "VALID", (dil, dil))
+    v = patches.shape[0] * patches.shape[1] * patches.shape[2]
+    ctx = LayerContext("l", "conv", tl, spec, 2, v // 2, 0, False)
+    for g in range(groups):
+        rows = patches.reshape(v, groups, -1)[:, g]
+        rows = jnp.pad(rows, ((0, 0), (0, tl.padded_k - tl.k)))
+        want = tile_sums(rows.reshape(v, tl.n_row_tiles, -1), ctx)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(np.asarray(a[g]), np.asarray(b))
+
+
+POLICIES = {"static": Static(), "lzs": LeadingZeroSkip(),
+            "redy": ReDy(thresholds=jnp.array([3.0, 8.0, 20.0, 40.0])),
+            "redy_channel": ReDy(thresholds=jnp.array([3.0, 8.0]), granularity="channel")}
+
+
+@pytest.mark.parametrize("mode", ["exact", "faithful"])
+@pytest.mark.parametrize("policy,signed", [("static", True), ("lzs", False), ("redy", True),
+                                           ("redy_channel", False)])
+def test_chunked_streaming_equals_one_pass(monkeypatch, mode, policy, signed):
+    """Image chunks (with a remainder chunk) give the same outputs, counts and
+    histograms as the whole batch at once."""
+    spec = isaac() if mode == "exact" else isaac(flipped_encoding=False)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(7, 6, 6, 20)).astype(np.float32))
+    if not signed:
+        x = jax.nn.relu(x)
+    w = jnp.asarray(rng.normal(size=(3, 3, 20, 8)).astype(np.float32))
+    quant = ActQuant(scale=4.0 / 255, zero_point=128 if signed else 0, signed=signed,
+                     lo=-2.0 if signed else 0.0, hi=2.0 if signed else 4.0)
+    run = lambda: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
+                                 policy=POLICIES[policy], spec=spec, mode=mode,
+                                 padding="SAME")[:2]
+    monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), None)
+    y1, r1 = run()
+    per_image = 36 * 2 * 126 * 4  # 6x6 vectors, 2 row tiles of 126 rows, float32
+    monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), 3 * per_image)
+    y2, r2 = run()  # chunks of 3 images: 3 + 3 + a remainder of 1
+    np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
+    for a, b in zip(jax.tree_util.tree_leaves(r1), jax.tree_util.tree_leaves(r2), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
