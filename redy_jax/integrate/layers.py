@@ -74,8 +74,11 @@ def _stream_group(x_tiles, plan, stored, tiling, spec, policy, ctx, mode, sign_b
         eff = sel.codes if sel.shifts is None else sel.codes << sel.shifts[..., None]
         if sel.offsets is not None:
             eff = eff + sel.offsets[..., None]
-        y = exact_matmul(eff.reshape(v, -1), w_flat, spec, signed=sign_bit,
-                         headroom_bits=0 if sel.shifts is None and sel.offsets is None else 1)
+        # |(q' << t) + off| <= max|q| + 2^(t-1), t <= act_bits - 1 (rounding half up).
+        x_max = ((1 << (spec.act_bits - 1)) if sign_bit else (1 << spec.act_bits) - 1)
+        if sel.shifts is not None or sel.offsets is not None:
+            x_max += 1 << (spec.act_bits - 2)
+        y = exact_matmul(eff.reshape(v, -1), w_flat, spec, signed=sign_bit, x_max=x_max)
         if sel.eff_soft is not None:  # tuning: hard forward, relaxed gradient
             y_soft = sel.eff_soft.reshape(v, -1) @ w_flat.astype(jnp.float32)
             y = y.astype(jnp.float32) + (y_soft - lax.stop_gradient(y_soft))
@@ -324,15 +327,20 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
             lambda a: jnp.moveaxis(a, 1, 0).reshape(groups, c * m, *a.shape[3:]), plan_c)
         run = lambda xt, pl, st: _stream_group(xt, pl, st, tiling, spec, policy, ctx_of(c),
                                                mode, sign_bit, count_in_chunks)
-        y_int, counts, hist = jax.vmap(run)(tiles_of(xc), plan_c, stored)  # (G, V, N)
+        if groups == 1:  # a plain 2-D matmul (a batched one is ~2-3x slower on CPU)
+            one = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
+            out = run(tiles_of(xc)[0], one(plan_c), one(stored))
+            y_int, counts, hist = jax.tree_util.tree_map(lambda a: a[None], out)
+        else:
+            y_int, counts, hist = jax.vmap(run)(tiles_of(xc), plan_c, stored)  # (G, V, N)
         y_int = jnp.transpose(y_int, (1, 0, 2)).reshape(c, *out_hw, cout)
         if count_in_chunks:
             counts, hist = _combine_groups(counts, hist)
             counts = counts.sum_groups(c)
         return y_int, counts, hist
 
-    if (kind != "dense" and isinstance(policy, Static)
-            and resolve_mode(mode, tiling, spec) == "exact"):
+    conv_exact = kind != "dense" and exact
+    if conv_exact and isinstance(policy, Static):
         y_int, counts, hist = _static_exact_conv(codes, w_codes, zp, tiling, spec, kshape,
                                                  strides, padding, kernel_dilation, groups)
     else:
@@ -346,13 +354,19 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
                                             _nt_hist(p.planes, p.shifts, spec)))
             counts, hist = _combine_groups(*per_group(plan))
             counts = counts.sum_groups(b)
-        # plan leaves (G, B * m, ...) -> (B, G, m, ...): chunked by image with the codes
-        plan_img = jax.tree_util.tree_map(
-            lambda a: jnp.moveaxis(a.reshape(groups, b, m, *a.shape[2:]), 1, 0), plan)
-        chunk = image_chunk(b, m * groups * t * tiling.rows_per_tile * 4)
-        y_int, c_counts, c_hist = map_image_chunks(stream, (xs, plan_img), chunk)
-        if count_in_chunks:
-            counts, hist = c_counts, c_hist
+        if conv_exact and getattr(policy, "streams_static_codes", False):
+            # The policy streams the static codes unchanged (only fewer planes): with an
+            # exact ADC the outputs are static 8-bit's, computed without im2col.
+            y_int, _, _ = _static_exact_conv(codes, w_codes, zp, tiling, spec, kshape,
+                                             strides, padding, kernel_dilation, groups)
+        else:
+            # plan leaves (G, B * m, ...) -> (B, G, m, ...): chunked by image with the codes
+            plan_img = jax.tree_util.tree_map(
+                lambda a: jnp.moveaxis(a.reshape(groups, b, m, *a.shape[2:]), 1, 0), plan)
+            chunk = image_chunk(b, m * groups * t * tiling.rows_per_tile * 4)
+            y_int, c_counts, c_hist = map_image_chunks(stream, (xs, plan_img), chunk)
+            if count_in_chunks:
+                counts, hist = c_counts, c_hist
     y = y_int.astype(jnp.float32) * (quant.scale * w_scale)
     if bias is not None:
         y = y + bias

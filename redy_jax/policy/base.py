@@ -168,6 +168,7 @@ class LeadingZeroSkip:
     name: str = struct.field(pytree_node=False, default="lzs")
 
     needs_sums = True
+    streams_static_codes = True  # lossless: only the planes streamed change
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:

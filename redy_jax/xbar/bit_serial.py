@@ -204,7 +204,8 @@ def exact_outputs(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
 
 
 def exact_matmul(x: jnp.ndarray, w_codes: jnp.ndarray, spec: HardwareSpec,
-                 signed: bool, headroom_bits: int = 0) -> jnp.ndarray:
+                 signed: bool, headroom_bits: int = 0,
+                 x_max: int | None = None) -> jnp.ndarray:
     """Exact int32 ``x (V, K) @ w (K, N)`` with float32 matmuls whose every partial sum
     stays below 2**24 in magnitude (hence exact, in any summation order).
 
@@ -212,10 +213,14 @@ def exact_matmul(x: jnp.ndarray, w_codes: jnp.ndarray, spec: HardwareSpec,
     base-16 digits (low digits in [0, 15], the top one signed) with one matmul each,
     recombined by shifts in int32; if even a digit is too wide for K, the rows are also
     processed in chunks. ``headroom_bits``: |x| may exceed the ``act_bits`` range by this
-    many bits (e.g. ReDy's effective codes ``(q' << t) + offset``)."""
+    many bits; ``x_max``: a tighter bound on |x| when the caller knows one (e.g. ReDy's
+    effective codes ``(q' << t) + offset``)."""
     v, k = x.shape
-    xmax = (1 << (spec.act_bits - 1)) if signed else (1 << spec.act_bits) - 1
-    xmax = (xmax + 1) << headroom_bits
+    if x_max is None:
+        xmax = (1 << (spec.act_bits - 1)) if signed else (1 << spec.act_bits) - 1
+        xmax = (xmax + 1) << headroom_bits
+    else:
+        xmax = x_max
     wmax = 1 << (spec.weight_bits - 1)
     xf = x.astype(jnp.float32)
     w = jnp.asarray(w_codes, jnp.int32)
