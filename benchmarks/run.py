@@ -7,7 +7,7 @@ ResNet-18 batch (random weights and inputs: shapes are what matter here) it time
 float inference and the simulated pass for each policy (static, leading-zero skip,
 ReDy) in exact-ADC mode and in faithful bit-plane mode (a spec whose ADC can clip:
 flipped encoding off, so the bit-plane path runs), reporting ratios to the float
-time, plus the process's peak RSS. Each time is the median of ``--repeats`` calls
+time, plus the process's peak RSS. Each time is the best of ``--repeats`` calls
 after a warm-up (compilation excluded).
 """
 
@@ -22,7 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 import psutil
-from timing import median_time
+from timing import best_time
 
 from redy_jax.checkpoint import atomic_write_json
 from redy_jax.hw import isaac
@@ -38,15 +38,15 @@ def bench(model, variables, x, cal, policies: dict, repeats: int, faithful: bool
     # bit-plane path must run (the exact fast path is not allowed).
     faithful_spec = isaac(flipped_encoding=False)
     run_f, _ = simulate_fn(model, exact_spec, cal, "auto")
-    t_float = median_time(lambda: run_f(variables, PolicyMap(default=Float()), x)[0], repeats)
+    t_float = best_time(lambda: run_f(variables, PolicyMap(default=Float()), x)[0], repeats)
     out = {"float_s": t_float, "exact_s": {}, "faithful_s": {}}
     for name, pol in policies.items():
         run, _ = simulate_fn(model, exact_spec, cal, "exact")
-        out["exact_s"][name] = median_time(lambda run=run, pol=pol: run(variables, pol, x),
+        out["exact_s"][name] = best_time(lambda run=run, pol=pol: run(variables, pol, x),
                                             repeats)
         if faithful:
             run, _ = simulate_fn(model, faithful_spec, cal, "faithful")
-            out["faithful_s"][name] = median_time(
+            out["faithful_s"][name] = best_time(
                 lambda run=run, pol=pol: run(variables, pol, x), max(1, repeats // 2))
     out["exact_vs_float"] = {k: v / t_float for k, v in out["exact_s"].items()}
     out["faithful_vs_float"] = {k: v / t_float for k, v in out["faithful_s"].items()}
@@ -63,7 +63,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None)
     args = p.parse_args(argv)
     n = args.images or (250 if args.quick else 1000)
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = args.repeats or (3 if args.quick else 5)
 
     from redy_jax import data
 
