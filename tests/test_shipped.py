@@ -11,8 +11,11 @@ TARGETS = {"lenet5": 0.89, "resnet20": 0.91, "vgg8": 0.90, "mobilenetv2": 0.90}
 SHIPPED = [m for m in SMALL_MODELS if shipped(m).exists()]
 
 
-def test_the_first_two_checkpoints_are_shipped():
-    assert {"lenet5", "resnet20"} <= set(SHIPPED)
+def test_every_small_model_is_shipped_with_its_thresholds():
+    assert set(SHIPPED) == set(SMALL_MODELS) == set(TARGETS)
+    for m in SHIPPED:
+        for kind in ("window", "channel", "tuned"):
+            assert shipped(m).with_suffix(f".redy_{kind}.json").exists(), (m, kind)
 
 
 @pytest.mark.parametrize("model", SHIPPED)
