@@ -145,36 +145,95 @@ def _conv_sums(xp, tiling, groups, cin_g, kernel, strides, dilation) -> GroupSum
     return GroupSums(*(per_group(a) for a in fields))
 
 
+def exact_weight_parts(w: jnp.ndarray, rows: int, x_max: int, weight_bits: int) -> list:
+    """Splits integer weights into parts ``w = sum_j p_j`` with ``p_j`` a multiple of
+    ``2^e_j`` whose quotient is small enough that ``rows * x_max * |p_j / 2^e_j| < 2^24``:
+    every partial sum of ``x . p_j`` is then a multiple of ``2^e_j`` below ``2^(24+e_j)``,
+    exact in float32 whatever the summation order."""
+    limit = 1 << 24
+    bound = 1 << (weight_bits - 1)
+    if rows * x_max * bound < limit:
+        return [w]
+    s = 1
+    while rows * x_max * ((1 << (s + 1)) - 1) < limit:
+        s += 1
+    if rows * x_max * ((1 << s) - 1) >= limit:
+        raise ValueError(f"a layer of {rows} rows with inputs up to {x_max} cannot be summed "
+                         "exactly in float32 even one weight bit at a time")
+    parts, shift = [], 0
+    while rows * x_max * -(-bound // (1 << shift)) >= limit:
+        lo = w & (((1 << s) - 1) << shift)  # weight bits [shift, shift + s)
+        parts.append(lo)
+        w = w - lo
+        shift += s
+    return parts + [w]
+
+
+def _exact_int_conv(x, w_codes, kshape, strides, padding, dilation, groups, x_max, spec):
+    """Exact int32 convolution of integer inputs ``x`` (|x| <= x_max; NHWC) with the
+    integer weight matrix ``w_codes`` (K, Cout) in channel-major row order, by XLA's
+    convolution on float32 operands (see :func:`exact_weight_parts`)."""
+    kh, kw, cin_g, cout = kshape
+    w = jnp.transpose(w_codes.reshape(cin_g, kh, kw, cout), (1, 2, 0, 3))  # HWIO
+    xf = x.astype(jnp.float32)
+    y = 0
+    for part in exact_weight_parts(w, kh * kw * cin_g, x_max, spec.weight_bits):
+        y = y + lax.conv_general_dilated(
+            xf, part.astype(jnp.float32), strides, padding, rhs_dilation=dilation,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+            precision=lax.Precision.HIGHEST).astype(jnp.int32)
+    return y
+
+
 def _static_exact_conv(codes, w_codes, zp, tiling, spec, kshape, strides, padding,
                        dilation, groups):
     """Static policy, exact ADC: the crossbars compute the integer convolution of the
-    zero-point-centred codes, so XLA's convolution on those integers (float32, operands
-    split so every sum stays below 2**24) gives the same int32 outputs without im2col;
-    the events are closed-form (every group streams every plane).
+    zero-point-centred codes, so XLA's convolution on those integers gives the same
+    int32 outputs without im2col; the events are closed-form (every group streams every
+    plane).
 
     Returns ``(y_int, counts per image, nt_hist)``."""
-    kh, kw, cin_g, cout = kshape
     b = codes.shape[0]
     # Centred codes (also the two's-complement values under sign-bit streaming);
     # |x| <= 2**act_bits - 1 and padding is a real zero.
-    x = (codes - zp).astype(jnp.float32)
-    w = jnp.transpose(w_codes.reshape(cin_g, kh, kw, cout), (1, 2, 0, 3))  # HWIO
-    conv = lambda wf: lax.conv_general_dilated(
-        x, wf.astype(jnp.float32), strides, padding, rhs_dilation=dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
-        precision=lax.Precision.HIGHEST)
-    bound = tiling.k * ((1 << spec.act_bits) - 1) * (1 << (spec.weight_bits - 1))
-    if bound < (1 << 24):
-        y_int = conv(w).astype(jnp.int32)
-    else:  # w = 16 * hi + lo, lo in [0, 15]: each partial sum stays exact
-        lo = w & 15
-        y_int = (conv(w - lo).astype(jnp.int32) + conv(lo).astype(jnp.int32))
+    y_int = _exact_int_conv(codes - zp, w_codes, kshape, strides, padding, dilation, groups,
+                            (1 << spec.act_bits) - 1, spec)
     m = y_int.shape[1] * y_int.shape[2]
     counts = count_events(None, tiling, spec, vectors=b * m)
     cycles = counts.cycles
     counts = jax.tree_util.tree_map(lambda a: a * groups, counts).replace(cycles=cycles)
     hist = _nt_hist(None, None, spec, full=b * m * groups * tiling.n_row_tiles)
     return y_int, counts.sum_groups(b), hist
+
+
+def _per_image_requantized_conv(xs, plan, policy, ctx, w_codes, kshape, strides, dilation,
+                                groups, zp, sign_bit, spec):
+    """Exact outputs of a policy whose groups are per image (``channel`` granularity):
+    every input pixel of a row tile's channels is requantised the same way wherever a
+    window reads it, so the effective codes are a per-image, per-channel map of the
+    input and one native convolution replaces im2col. ``xs``: spatially padded streamed
+    codes (B, Hp, Wp, G * Cin_g); plan leaves (G, B * m, ...)."""
+    b = xs.shape[0]
+    kh, kw, cin_g, cout = kshape
+    t, ct = ctx.tiling.n_row_tiles, ctx.tiling.rows_per_tile // ctx.tiling.taps
+    first = lambda a: a.reshape(groups, b, -1, t)[:, :, 0]  # (G, B, T): same for all m
+    x = xs.reshape(b, -1, groups, cin_g)
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, t * ct - cin_g)))
+    x = jnp.moveaxis(x.reshape(b, -1, groups, t, ct), 2, 0)  # (G, B, P, T, ct)
+    offsets = (first(plan.offsets) if plan.offsets is not None
+               else jnp.zeros((groups, b, t), jnp.int32))
+    shifts, bits = first(plan.shifts), first(plan.bits)
+    per = lambda a: a[:, :, None, :]  # (G, B, 1, T): broadcast over pixels
+    sel = jax.vmap(lambda xg, o, sh, n: policy.requantize(xg, ctx, o, sh, n))(
+        x, per(offsets), per(shifts), per(bits))
+    eff = (sel.codes << per(shifts)[..., None]) + per(offsets)[..., None]
+    eff = jnp.moveaxis(eff, 0, 2).reshape(b, *xs.shape[1:3], groups, t * ct)[..., :cin_g]
+    eff = eff.reshape(xs.shape)
+    if not sign_bit:
+        eff = eff - zp  # centred: the zero point's column sums are removed in the conv
+    amax = (1 << (spec.act_bits - 1)) if sign_bit else (1 << spec.act_bits) - 1
+    return _exact_int_conv(eff, w_codes, kshape, strides, "VALID", dilation, groups,
+                           amax + (1 << (spec.act_bits - 2)), spec)
 
 
 CHUNK_BYTES: dict[str, int | None] = {"cpu": 2**20}
@@ -293,12 +352,14 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
 
     def tiles_of(xc):
         """Streamed codes (c, [Hp, Wp,] G * Cin_g) -> tiles (G, c * m, T, R): channels
-        padded to whole row tiles, then lowered (im2col, channel-major rows)."""
+        zero-padded to whole row tiles, then lowered (im2col, channel-major rows)."""
         c = xc.shape[0]
         xc = xc.reshape(c, -1, groups * cin_g) if kind == "dense" else xc
         padded = xc.reshape(*xc.shape[:-1], groups, cin_g)
-        padded = jnp.pad(padded, ((0, 0),) * (padded.ndim - 1) + ((0, t * ct - cin_g),),
-                         constant_values=pad_code).reshape(*xc.shape[:-1], -1)
+        # Padding rows stream zeros: they hold no weight cells, and the digital removal
+        # of the weight bias (2^(b-1) * sum of the streamed inputs) must not see them.
+        padded = jnp.pad(padded, ((0, 0),) * (padded.ndim - 1) + ((0, t * ct - cin_g),)
+                         ).reshape(*xc.shape[:-1], -1)
         if kind != "dense":
             padded = im2col(padded, (kh, kw), strides, "VALID", kernel_dilation)
         return jnp.moveaxis(padded.reshape(c * m, groups, t, -1), 1, 0)
@@ -359,6 +420,11 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
             # exact ADC the outputs are static 8-bit's, computed without im2col.
             y_int, _, _ = _static_exact_conv(codes, w_codes, zp, tiling, spec, kshape,
                                              strides, padding, kernel_dilation, groups)
+        elif (conv_exact and not relaxed and getattr(policy, "granularity", "") == "channel"
+              and hasattr(policy, "requantize")):
+            y_int = _per_image_requantized_conv(xs, plan, policy, ctx_of(b), w_codes, kshape,
+                                                strides, kernel_dilation, groups, zp,
+                                                sign_bit, spec)
         else:
             # plan leaves (G, B * m, ...) -> (B, G, m, ...): chunked by image with the codes
             plan_img = jax.tree_util.tree_map(

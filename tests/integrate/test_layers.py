@@ -69,3 +69,26 @@ def test_chunked_streaming_equals_one_pass(monkeypatch, mode, policy, signed):
     np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
     for a, b in zip(jax.tree_util.tree_leaves(r1), jax.tree_util.tree_leaves(r2), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("policy", ["lzs", "redy", "redy_channel"])
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_exact_paths_equal_the_bit_plane_path(policy, signed, stride):
+    """Where the ADC cannot clip (isaac), the fast exact paths — static conv reuse for
+    LZS, per-image requantised conv for channel groups, chunked im2col for window
+    groups — give the faithful bit-plane path's outputs and counts bit for bit."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(3, 7, 7, 20)).astype(np.float32))
+    if not signed:
+        x = jax.nn.relu(x)
+    w = jnp.asarray(rng.normal(size=(3, 3, 20, 8)).astype(np.float32))
+    quant = ActQuant(scale=4.0 / 255, zero_point=128 if signed else 0, signed=signed,
+                     lo=-2.0 if signed else 0.0, hi=2.0 if signed else 4.0)
+    run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
+                                      policy=POLICIES[policy], spec=isaac(), mode=mode,
+                                      strides=(stride, stride), padding="SAME")[:2]
+    (ye, re), (yf, rf) = run("exact"), run("faithful")
+    np.testing.assert_array_equal(np.asarray(ye), np.asarray(yf))
+    for a, b in zip(jax.tree_util.tree_leaves(re), jax.tree_util.tree_leaves(rf), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
