@@ -130,7 +130,8 @@ class ReDy:
     def apply(self, x: jnp.ndarray, plan: Plan, ctx: LayerContext) -> Selection:
         """Requantises codes (V, T, R) as planned (and relaxes them when tuning)."""
         offset = plan.offsets if plan.offsets is not None else jnp.zeros_like(plan.shifts)
-        sel = self.requantize(x, ctx, offset, plan.shifts, plan.bits)
+        sel = Selection(self.requantize(x, ctx, offset, plan.shifts, plan.bits), plan.planes,
+                        plan.shifts, plan.unit_ops, plan.offsets)
         return sel if self.temperature == 0 else self.relaxed(x, ctx, sel, plan.sums)
 
     def select(self, x: jnp.ndarray, ctx: LayerContext,
@@ -161,9 +162,8 @@ class ReDy:
 
         def at(tj):
             offset, t, n = self.decide(sums, ctx, t=jnp.full(stat.shape, tj, jnp.int32))
-            sel = self.requantize(x, ctx, offset, t, n)
-            eff = (sel.codes << t[..., None]) + (0 if sel.offsets is None
-                                                 else sel.offsets[..., None])
+            # offset is zero where the layer uses none
+            eff = (self.requantize(x, ctx, offset, t, n) << t[..., None]) + offset[..., None]
             return digits_for_bits(n, ctx.spec).astype(jnp.float32), eff.astype(jnp.float32)
 
         planes_t, eff_t = jax.vmap(at, out_axes=-1)(jnp.arange(t_max + 1))  # (.., I+1)
@@ -175,20 +175,16 @@ class ReDy:
         return hard._replace(planes=ste(hard.planes.astype(jnp.float32), planes_soft),
                              eff_soft=eff_soft)
 
-    def requantize(self, x, ctx: LayerContext, offset, t, n) -> Selection:
+    def requantize(self, x, ctx: LayerContext, offset, t, n) -> jnp.ndarray:
+        """Streamed codes ``clip(round((x - offset) / 2^t), n bits)`` (int32), the group
+        parameters (V, T) broadcast over the R rows of each group."""
         q = _round_shift(x - offset[..., None], t[..., None])
         if ctx.sign_bit:
             hi = jnp.left_shift(1, n - 1) - 1
             q = jnp.clip(q, -hi[..., None] - 1, hi[..., None])
         else:
             q = jnp.clip(q, 0, (jnp.left_shift(1, n) - 1)[..., None])
-        per_vector = ctx.tiling.k if self.granularity == "window" else -(-ctx.tiling.k //
-                                                                         ctx.tiling.taps)
-        unit_ops = jnp.full((x.shape[0],), per_vector, jnp.int32)
-        planes = digits_for_bits(n, ctx.spec).astype(jnp.int32)
-        use_offset = ctx.zero_point != 0 and not ctx.sign_bit
-        return Selection(q.astype(jnp.int32), planes, t, unit_ops,
-                         offset if use_offset else None)
+        return q.astype(jnp.int32)
 
 
 def lossless(t_max: int = 4, **kw) -> ReDy:
