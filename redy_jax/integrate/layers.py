@@ -19,7 +19,7 @@ from jax import lax
 from redy_jax.hw.spec import HardwareSpec
 from redy_jax.policy.base import GroupSums, LayerContext, Static, tile_sums
 from redy_jax.quant.activations import ActQuant, quantize
-from redy_jax.xbar.bit_serial import exact_matmul
+from redy_jax.xbar.bit_serial import exact_matmul, exact_weight_parts
 from redy_jax.xbar.engine import Counts, count_events, resolve_mode, run_tiles
 from redy_jax.xbar.layout import tile
 from redy_jax.xbar.lowering import im2col
@@ -145,30 +145,6 @@ def _conv_sums(xp, tiling, groups, cin_g, kernel, strides, dilation) -> GroupSum
     return GroupSums(*(per_group(a) for a in fields))
 
 
-def exact_weight_parts(w: jnp.ndarray, rows: int, x_max: int, weight_bits: int) -> list:
-    """Splits integer weights into parts ``w = sum_j p_j`` with ``p_j`` a multiple of
-    ``2^e_j`` whose quotient is small enough that ``rows * x_max * |p_j / 2^e_j| < 2^24``:
-    every partial sum of ``x . p_j`` is then a multiple of ``2^e_j`` below ``2^(24+e_j)``,
-    exact in float32 whatever the summation order."""
-    limit = 1 << 24
-    bound = 1 << (weight_bits - 1)
-    if rows * x_max * bound < limit:
-        return [w]
-    s = 1
-    while rows * x_max * ((1 << (s + 1)) - 1) < limit:
-        s += 1
-    if rows * x_max * ((1 << s) - 1) >= limit:
-        raise ValueError(f"a layer of {rows} rows with inputs up to {x_max} cannot be summed "
-                         "exactly in float32 even one weight bit at a time")
-    parts, shift = [], 0
-    while rows * x_max * -(-bound // (1 << shift)) >= limit:
-        lo = w & (((1 << s) - 1) << shift)  # weight bits [shift, shift + s)
-        parts.append(lo)
-        w = w - lo
-        shift += s
-    return parts + [w]
-
-
 def _exact_int_conv(x, w_codes, kshape, strides, padding, dilation, groups, x_max, spec):
     """Exact int32 convolution of integer inputs ``x`` (|x| <= x_max; NHWC) with the
     integer weight matrix ``w_codes`` (K, Cout) in channel-major row order, by XLA's
@@ -224,9 +200,9 @@ def _per_image_requantized_conv(xs, plan, policy, ctx, w_codes, kshape, strides,
                else jnp.zeros((groups, b, t), jnp.int32))
     shifts, bits = first(plan.shifts), first(plan.bits)
     per = lambda a: a[:, :, None, :]  # (G, B, 1, T): broadcast over pixels
-    sel = jax.vmap(lambda xg, o, sh, n: policy.requantize(xg, ctx, o, sh, n))(
+    codes = jax.vmap(lambda xg, o, sh, n: policy.requantize(xg, ctx, o, sh, n))(
         x, per(offsets), per(shifts), per(bits))
-    eff = (sel.codes << per(shifts)[..., None]) + per(offsets)[..., None]
+    eff = (codes << per(shifts)[..., None]) + per(offsets)[..., None]
     eff = jnp.moveaxis(eff, 0, 2).reshape(b, *xs.shape[1:3], groups, t * ct)[..., :cin_g]
     eff = eff.reshape(xs.shape)
     if not sign_bit:

@@ -203,48 +203,59 @@ def exact_outputs(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
     return part.astype(jnp.int32).sum(axis=1)
 
 
+def exact_weight_parts(w: jnp.ndarray, rows: int, x_max: int, weight_bits: int) -> list:
+    """Splits integer weights into parts ``w = sum_j p_j`` with ``p_j`` a multiple of
+    ``2^e_j`` whose quotient is small enough that ``rows * x_max * |p_j / 2^e_j| < 2^24``:
+    every partial sum of ``x . p_j`` is then a multiple of ``2^e_j`` below ``2^(24+e_j)``,
+    exact in float32 whatever the summation order."""
+    limit = 1 << 24
+    bound = 1 << (weight_bits - 1)
+    if rows * x_max * bound < limit:
+        return [w]
+    s = 1
+    while rows * x_max * ((1 << (s + 1)) - 1) < limit:
+        s += 1
+    if rows * x_max * ((1 << s) - 1) >= limit:
+        raise ValueError(f"a layer of {rows} rows with inputs up to {x_max} cannot be summed "
+                         "exactly in float32 even one weight bit at a time")
+    parts, shift = [], 0
+    while rows * x_max * -(-bound // (1 << shift)) >= limit:
+        lo = w & (((1 << s) - 1) << shift)  # weight bits [shift, shift + s)
+        parts.append(lo)
+        w = w - lo
+        shift += s
+    return parts + [w]
+
+
 def exact_matmul(x: jnp.ndarray, w_codes: jnp.ndarray, spec: HardwareSpec,
                  signed: bool, headroom_bits: int = 0,
                  x_max: int | None = None) -> jnp.ndarray:
     """Exact int32 ``x (V, K) @ w (K, N)`` with float32 matmuls whose every partial sum
-    stays below 2**24 in magnitude (hence exact, in any summation order).
+    stays exact: one matmul when ``K * max|x| * max|w|`` allows, else one per weight part
+    of :func:`exact_weight_parts`, recombined in int32 (rows are also chunked in the
+    unrealistic case that even one weight bit at a time is too wide for K).
 
-    One matmul when ``K * max|x| * max|w|`` allows; otherwise the weights are split into
-    base-16 digits (low digits in [0, 15], the top one signed) with one matmul each,
-    recombined by shifts in int32; if even a digit is too wide for K, the rows are also
-    processed in chunks. ``headroom_bits``: |x| may exceed the ``act_bits`` range by this
-    many bits; ``x_max``: a tighter bound on |x| when the caller knows one (e.g. ReDy's
-    effective codes ``(q' << t) + offset``)."""
+    ``headroom_bits``: |x| may exceed the ``act_bits`` range by this many bits;
+    ``x_max``: a tighter bound on |x| when the caller knows one (e.g. ReDy's effective
+    codes ``(q' << t) + offset``)."""
     v, k = x.shape
     if x_max is None:
         xmax = (1 << (spec.act_bits - 1)) if signed else (1 << spec.act_bits) - 1
         xmax = (xmax + 1) << headroom_bits
     else:
         xmax = x_max
-    wmax = 1 << (spec.weight_bits - 1)
     xf = x.astype(jnp.float32)
     w = jnp.asarray(w_codes, jnp.int32)
-    fits = lambda rows, bound: rows * xmax * bound < _F32_EXACT
-    if fits(k, wmax):
-        return (xf @ w.astype(jnp.float32)).astype(jnp.int32)
-    # Row chunk that a base-16 digit (|d| <= 15, or the top digit) allows.
-    per = min(k, max(1, (_F32_EXACT - 1) // (xmax * 15)))
-    digits, bound = [], wmax
-    while not fits(per, bound):  # peel base-16 digits until the rest is narrow enough
-        lo = w & 15
-        digits.append(lo)
-        w = (w - lo) >> 4
-        bound = -(-bound // 16)
-    digits.append(w)
+    per = min(k, max(1, (_F32_EXACT - 1) // xmax))  # rows one weight bit at a time allows
     chunks = -(-k // per)
-    xc = jnp.pad(xf, ((0, 0), (0, chunks * per - k))).reshape(v, chunks, per)
+    if chunks > 1:
+        xc = jnp.pad(xf, ((0, 0), (0, chunks * per - k))).reshape(v, chunks, per)
     out = 0
-    for j, d in enumerate(digits):  # static: ceil(weight_bits / 4) digits at most
-        d = d.astype(jnp.float32)
+    for part in exact_weight_parts(w, per, xmax, spec.weight_bits):
+        part = part.astype(jnp.float32)
         if chunks == 1:
-            part = (xf @ d).astype(jnp.int32)
+            out = out + (xf @ part).astype(jnp.int32)
         else:
-            dc = jnp.pad(d, ((0, chunks * per - k), (0, 0))).reshape(chunks, per, -1)
-            part = jnp.einsum("vcr,crn->vcn", xc, dc).astype(jnp.int32).sum(axis=1)
-        out = out + (part << (4 * j))
+            pc = jnp.pad(part, ((0, chunks * per - k), (0, 0))).reshape(chunks, per, -1)
+            out = out + jnp.einsum("vcr,crn->vcn", xc, pc).astype(jnp.int32).sum(axis=1)
     return out
