@@ -39,6 +39,19 @@ def test_conv_sums_equal_sums_over_im2col_tiles(cin, k, stride, dil, groups, see
             np.testing.assert_array_equal(np.asarray(a[g]), np.asarray(b))
 
 
+def _conv_case(seed, x_shape, signed):
+    """A 3x3 conv layer's float input (ReLU'd unless signed), kernel to 8 outputs, and an
+    input quantiser: zero point 128 over [-2, 2] when signed, else [0, 4]."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=x_shape).astype(np.float32))
+    if not signed:
+        x = jax.nn.relu(x)
+    w = jnp.asarray(rng.normal(size=(3, 3, x_shape[-1], 8)).astype(np.float32))
+    quant = ActQuant(scale=4.0 / 255, zero_point=128 if signed else 0, signed=signed,
+                     lo=-2.0 if signed else 0.0, hi=2.0 if signed else 4.0)
+    return x, w, quant
+
+
 POLICIES = {"static": Static(), "lzs": LeadingZeroSkip(),
             "redy": ReDy(thresholds=jnp.array([3.0, 8.0, 20.0, 40.0])),
             "redy_channel": ReDy(thresholds=jnp.array([3.0, 8.0]), granularity="channel")}
@@ -51,13 +64,7 @@ def test_chunked_streaming_equals_one_pass(monkeypatch, mode, policy, signed):
     """Image chunks (with a remainder chunk) give the same outputs, counts and
     histograms as the whole batch at once."""
     spec = isaac() if mode == "exact" else isaac(flipped_encoding=False)
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(7, 6, 6, 20)).astype(np.float32))
-    if not signed:
-        x = jax.nn.relu(x)
-    w = jnp.asarray(rng.normal(size=(3, 3, 20, 8)).astype(np.float32))
-    quant = ActQuant(scale=4.0 / 255, zero_point=128 if signed else 0, signed=signed,
-                     lo=-2.0 if signed else 0.0, hi=2.0 if signed else 4.0)
+    x, w, quant = _conv_case(0, (7, 6, 6, 20), signed)
     run = lambda: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                  policy=POLICIES[policy], spec=spec, mode=mode,
                                  padding="SAME")[:2]
@@ -78,13 +85,7 @@ def test_exact_paths_equal_the_bit_plane_path(policy, signed, stride):
     """Where the ADC cannot clip (isaac), the fast exact paths — static conv reuse for
     LZS, per-image requantised conv for channel groups, chunked im2col for window
     groups — give the faithful bit-plane path's outputs and counts bit for bit."""
-    rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(3, 7, 7, 20)).astype(np.float32))
-    if not signed:
-        x = jax.nn.relu(x)
-    w = jnp.asarray(rng.normal(size=(3, 3, 20, 8)).astype(np.float32))
-    quant = ActQuant(scale=4.0 / 255, zero_point=128 if signed else 0, signed=signed,
-                     lo=-2.0 if signed else 0.0, hi=2.0 if signed else 4.0)
+    x, w, quant = _conv_case(1, (3, 7, 7, 20), signed)
     run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                       policy=POLICIES[policy], spec=isaac(), mode=mode,
                                       strides=(stride, stride), padding="SAME")[:2]
