@@ -18,11 +18,12 @@ from jax import lax
 
 from redy_jax.hw.spec import HardwareSpec
 from redy_jax.policy.base import GroupSums, LayerContext, Static, tile_sums
+from redy_jax.policy.redy import effective_values
 from redy_jax.quant.activations import ActQuant, quantize
 from redy_jax.xbar.bit_serial import exact_matmul, exact_weight_parts
 from redy_jax.xbar.engine import Counts, count_events, resolve_mode, run_tiles
 from redy_jax.xbar.layout import tile
-from redy_jax.xbar.lowering import im2col
+from redy_jax.xbar.lowering import im2col, tap_slices
 from redy_jax.xbar.weights import quantize_weights, store_weights
 
 
@@ -210,6 +211,75 @@ def _per_image_requantized_conv(xs, plan, policy, ctx, w_codes, kshape, strides,
     amax = (1 << (spec.act_bits - 1)) if sign_bit else (1 << spec.act_bits) - 1
     return _exact_int_conv(eff, w_codes, kshape, strides, "VALID", dilation, groups,
                            amax + (1 << (spec.act_bits - 2)), spec)
+
+
+def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides, dilation,
+                             groups, zp, sign_bit, spec, out_hw):
+    """Exact outputs of a requantising policy with per-window groups (``window``
+    granularity, exact ADC): every window requantises its row tiles differently, so the
+    outputs need the lowered product — built here tap-major, per chunk of images. Each
+    kernel tap's strided view of the input is requantised with the plan of the windows
+    reading it (each channel takes its row tile's offset / shift / bits), the taps are
+    concatenated and one matrix product with the tap-major weights gives the int32
+    outputs. Row order inside a tile does not change a tile's sum, so this equals the
+    channel-major crossbar rows; without channel padding or an interleaving transpose it
+    is ~5-10x faster on XLA:CPU than lowering channel-major tiles. Float32 sums stay
+    exact per block of taps (see ``blocks``); a channel wider than one block falls back
+    to :func:`exact_matmul`'s weight split.
+
+    ``xs``: spatially padded streamed codes (B, Hp, Wp, G * Cin_g); plan leaves
+    (G, B * m, T). Returns y_int (B, *out_hw, Cout)."""
+    b = xs.shape[0]
+    kh, kw, cin_g, cout = kshape
+    taps, n = kh * kw, cout // groups
+    m = math.prod(out_hw)
+    t, ct = ctx_of(b).tiling.n_row_tiles, ctx_of(b).tiling.rows_per_tile // taps
+    # (K, Cout) channel-major rows -> per group (taps * Cin_g, n), tap-major rows.
+    wt = jnp.transpose(w_codes.reshape(cin_g, taps, groups, n), (2, 1, 0, 3))
+    wt = wt.reshape(groups, taps * cin_g, n)
+    amax = (1 << (spec.act_bits - 1)) if sign_bit else (1 << spec.act_bits) - 1
+    x_max = amax + (1 << (spec.act_bits - 2))  # |(q' << t) + off - zp|, see _stream_group
+    # Blocks of taps whose products float32 sums exactly with whole weights (one matmul
+    # each, int32 sum of the blocks): cheaper than splitting the weights (one matmul per
+    # weight part over all rows) when K * x_max * 2^(b-1) >= 2^24 (e.g. 64 channels).
+    per_block = max(1, ((1 << 24) - 1) // (x_max << (spec.weight_bits - 1)) // cin_g)
+    nblk = -(-taps // per_block)
+    blocks = [(i * taps // nblk, (i + 1) * taps // nblk) for i in range(nblk)]
+    offsets = jnp.zeros_like(plan.shifts) if plan.offsets is None else plan.offsets
+    aff = jax.vmap(lambda o, sh, nb: policy.affine(ctx_of(b), o, sh, nb))(
+        offsets, plan.shifts, plan.bits)
+    aff = tuple(jnp.moveaxis(a.reshape(groups, b, m, t), 0, 2) for a in aff)  # (B, m, G, T)
+
+    def chunk_fn(args):
+        xc, *prm = args
+        c = xc.shape[0]
+        v = c * m
+        # each channel takes its row tile's constants: (c, m, G, T) -> (V, G, Cin_g)
+        prm = tuple(jnp.broadcast_to(a[..., None], (*a.shape, ct)).reshape(
+            v, groups, t * ct)[..., :cin_g] for a in prm)
+        prm = lax.optimization_barrier(prm)  # expanded once, not again in every tap
+
+        def eff_of(a):  # one tap's view (c, Ho, Wo, G * Cin_g) -> (V, G, Cin_g), float32
+            e = effective_values(a.reshape(v, groups, cin_g), prm)
+            return e if sign_bit else e - zp  # centred, like the static conv
+
+        effs = [eff_of(a) for a in tap_slices(xc, (kh, kw), strides, dilation)]
+        mm = lambda p, w: exact_matmul(p, w, spec, signed=sign_bit, x_max=x_max)
+        y = 0
+        for lo, hi in blocks:  # (V, taps_b, G, Cin_g) patches of a block of taps
+            patches = jnp.stack(effs[lo:hi], axis=1)
+            rows = (hi - lo) * cin_g
+            wb = wt[:, lo * cin_g:hi * cin_g]
+            if groups == 1:
+                yb = mm(patches.reshape(v, rows), wb[0])[:, None]
+            else:
+                yb = jax.vmap(mm, out_axes=1)(
+                    jnp.moveaxis(patches, 2, 0).reshape(groups, v, rows), wb)
+            y = y + yb  # (V, G, n) int32
+        return y.reshape(c, *out_hw, cout), None, None
+
+    chunk = image_chunk(b, m * taps * groups * cin_g * 4)
+    return map_image_chunks(chunk_fn, (xs, *aff), chunk)[0]
 
 
 CHUNK_BYTES: dict[str, int | None] = {"cpu": 2**20}
@@ -401,6 +471,11 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
             y_int = _per_image_requantized_conv(xs, plan, policy, ctx_of(b), w_codes, kshape,
                                                 strides, kernel_dilation, groups, zp,
                                                 sign_bit, spec)
+        elif (conv_exact and not relaxed and getattr(policy, "granularity", "") == "window"
+              and hasattr(policy, "affine")):
+            y_int = _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape,
+                                             strides, kernel_dilation, groups, zp, sign_bit,
+                                             spec, out_hw)
         else:
             # plan leaves (G, B * m, ...) -> (B, G, m, ...): chunked by image with the codes
             plan_img = jax.tree_util.tree_map(

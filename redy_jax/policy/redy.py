@@ -186,6 +186,29 @@ class ReDy:
             q = jnp.clip(q, 0, (jnp.left_shift(1, n) - 1)[..., None])
         return q.astype(jnp.int32)
 
+    def affine(self, ctx: LayerContext, offset, t, n):
+        """:meth:`requantize` as per-group float32 constants ``(off, inv, lo, hi, step)``
+        (each shaped like ``t``) for :func:`effective_values`, which maps a code x to the
+        value its streamed code stands for, ``(requantize(x) << t) + offset``."""
+        f = lambda a: jnp.asarray(a).astype(jnp.float32)
+        if ctx.sign_bit:
+            hi = jnp.left_shift(1, n - 1) - 1
+            lo = -hi - 1
+        else:
+            hi, lo = jnp.left_shift(1, n) - 1, jnp.zeros_like(n)
+        return f(offset), jnp.exp2(-f(t)), f(lo), f(hi), jnp.exp2(f(t))
+
+
+def effective_values(x, aff) -> jnp.ndarray:
+    """``(requantize(x) << t) + offset`` in float32 from :meth:`ReDy.affine` constants
+    (broadcast against ``x``): ``clip(floor((x - off) * 2^-t + 0.5), lo, hi) * 2^t + off``.
+    Exact — codes are small integers and 2^+-t scalings are exact in float32 — and equal
+    to the integer rule (round half up is floor(y / 2^t + 1/2); an arithmetic right shift
+    floors), in a few vectorisable float operations instead of variable integer shifts."""
+    off, inv, lo, hi, step = aff
+    q = jnp.floor((x.astype(jnp.float32) - off) * inv + 0.5)
+    return jnp.clip(q, lo, hi) * step + off
+
 
 def lossless(t_max: int = 4, **kw) -> ReDy:
     """ReDy that never drops LSBs: leading-zero skipping with per-group offsets."""
@@ -276,5 +299,5 @@ def write_thresholds(path, layers: dict, config: dict, provenance: dict) -> None
                                         for k, v in layers.items()}})
 
 
-__all__ = ["ReDy", "STATISTICS", "lossless", "redy_policy_map", "read_thresholds",
+__all__ = ["ReDy", "STATISTICS", "effective_values", "lossless", "redy_policy_map", "read_thresholds",
            "thresholds_from_scale", "write_thresholds"]
