@@ -149,16 +149,30 @@ def _conv_sums(xp, tiling, groups, cin_g, kernel, strides, dilation) -> GroupSum
 def _exact_int_conv(x, w_codes, kshape, strides, padding, dilation, groups, x_max, spec):
     """Exact int32 convolution of integer inputs ``x`` (|x| <= x_max; NHWC) with the
     integer weight matrix ``w_codes`` (K, Cout) in channel-major row order, by XLA's
-    convolution on float32 operands (see :func:`exact_weight_parts`)."""
+    convolution on float32 operands: over blocks of input channels small enough that
+    float32 sums them exactly with whole weights (int32 sum of the blocks; cheaper than
+    a weight split, which repeats the whole convolution per part), else per weight part
+    (see :func:`exact_weight_parts`)."""
     kh, kw, cin_g, cout = kshape
     w = jnp.transpose(w_codes.reshape(cin_g, kh, kw, cout), (1, 2, 0, 3))  # HWIO
     xf = x.astype(jnp.float32)
+    conv = lambda a, k: lax.conv_general_dilated(
+        a, k.astype(jnp.float32), strides, padding, rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+        precision=lax.Precision.HIGHEST).astype(jnp.int32)
+    per_ch = ((1 << 24) - 1) // (x_max << (spec.weight_bits - 1)) // (kh * kw)
+    if per_ch >= 1:
+        nblk = -(-cin_g // per_ch)
+        xg = xf.reshape(*xf.shape[:-1], groups, cin_g)
+        y = 0
+        for i in range(nblk):
+            lo, hi = i * cin_g // nblk, (i + 1) * cin_g // nblk
+            xb = xg if nblk == 1 else xg[..., lo:hi]
+            y = y + conv(xb.reshape(*xf.shape[:-1], groups * (hi - lo)), w[:, :, lo:hi])
+        return y
     y = 0
     for part in exact_weight_parts(w, kh * kw * cin_g, x_max, spec.weight_bits):
-        y = y + lax.conv_general_dilated(
-            xf, part.astype(jnp.float32), strides, padding, rhs_dilation=dilation,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
-            precision=lax.Precision.HIGHEST).astype(jnp.int32)
+        y = y + conv(xf, part)
     return y
 
 

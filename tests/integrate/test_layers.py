@@ -114,6 +114,9 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case):
         kw.update(strides=(2, 2))
     else:
         x, w, quant = _conv_case(4, (3, 5, 5, 64), False)
+        # image 0 at the extremes: code 255 everywhere, column 0's weight codes -127, so
+        # interior sums reach 576 * 255 * 127 > 2^24 (odd: float32 would round them)
+        x, w = x.at[0].set(quant.hi), w.at[..., 0].set(-1.0)
     monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), 1)  # 1 image a chunk
     policy = ReDy(thresholds=jnp.array([2.0, 6.0, 15.0, 30.0]))
     run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
@@ -123,3 +126,36 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case):
     np.testing.assert_array_equal(np.asarray(ye), np.asarray(yf))
     for a, b in zip(jax.tree_util.tree_leaves(re), jax.tree_util.tree_leaves(rf), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _int_conv_reference(x, w, groups):
+    """VALID, stride 1 conv of int64 NHWC ``x`` with HWIO ``w`` by explicit tap loops."""
+    kh, kw, cin_g, cout = w.shape
+    b, h, wd, _ = x.shape
+    ho, wo, n = h - kh + 1, wd - kw + 1, cout // groups
+    out = np.zeros((b, ho, wo, cout), np.int64)
+    for g in range(groups):
+        xg = x[..., g * cin_g:(g + 1) * cin_g]
+        for i in range(kh):
+            for j in range(kw):
+                out[..., g * n:(g + 1) * n] += np.einsum(
+                    "bhwc,co->bhwo", xg[:, i:i + ho, j:j + wo], w[i, j, :, g * n:(g + 1) * n])
+    return out
+
+
+@pytest.mark.parametrize("cin_g,groups,x_max", [(64, 1, 255), (100, 2, 319), (6, 1, 1 << 16)])
+def test_exact_int_conv_at_worst_case_magnitudes(cin_g, groups, x_max):
+    """The exact int32 conv (channel blocks for 64- and 100-channel layers, the weight
+    split when even one channel's taps are too wide for float32) equals int64 integer
+    math, including inputs and weights at their extremes, where one float32 conv over
+    all rows would round (K * x_max * 128 >= 2^24)."""
+    spec = isaac()
+    rng = np.random.default_rng(cin_g)
+    x = rng.integers(-x_max, x_max + 1, (2, 6, 6, groups * cin_g))
+    x[0] = x_max  # every product at its extreme: partial sums reach K * x_max * 128
+    w = rng.integers(-128, 128, (3, 3, cin_g, 2 * groups))
+    w[..., 0] = -127  # odd products: their float32 sums past 2^24 would round
+    w_codes = jnp.asarray(np.transpose(w, (2, 0, 1, 3)).reshape(-1, w.shape[-1]))
+    got = layers._exact_int_conv(jnp.asarray(x, jnp.int32), w_codes, w.shape, (1, 1), "VALID",
+                                 (1, 1), groups, x_max, spec)
+    np.testing.assert_array_equal(np.asarray(got), _int_conv_reference(x, w, groups))
