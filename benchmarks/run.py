@@ -7,8 +7,10 @@ ResNet-18 batch (random weights and inputs: shapes are what matter here) it time
 float inference and the simulated pass for each policy (static, leading-zero skip,
 ReDy) in exact-ADC mode and in faithful bit-plane mode (a spec whose ADC can clip:
 flipped encoding off, so the bit-plane path runs), reporting ratios to the float
-time, plus the process's peak RSS. Each time is the best of ``--repeats`` calls
-after a warm-up (compilation excluded).
+time, plus the process's peak RSS. Each time is the best of ``--repeats`` rounds
+(faithful: half as many) after a warm-up (compilation excluded), the simulated passes
+interleaved with the float pass so that every ratio compares runs made under the same
+machine load.
 """
 
 from __future__ import annotations
@@ -22,41 +24,54 @@ import time
 import jax
 import jax.numpy as jnp
 import psutil
-from timing import best_time
+from timing import best_times
 
 from redy_jax.checkpoint import atomic_write_json
 from redy_jax.hw import isaac
 from redy_jax.models import ResNet18, load_checkpoint
 from redy_jax.policy import Float, LeadingZeroSkip, PolicyMap, Static
-from redy_jax.policy.redy import redy_policy_map
+from redy_jax.policy.redy import ReDy, redy_policy_map, thresholds_from_scale
 from redy_jax.simulate import calibrate, simulate_fn
 
 
-def bench(model, variables, x, cal, policies: dict, repeats: int, faithful: bool = True):
+def bench(model, variables, x, cal, policies: dict, repeats: int,
+          faithful_images: int | None = None, faithful_policies=None):
+    """Times float inference and each policy's simulated pass on images ``x``. The exact
+    passes are interleaved with the float pass over ``repeats`` rounds; the (slower)
+    faithful ones (``faithful_policies``, all if None) run on the first
+    ``faithful_images`` images (all if None),
+    interleaved with a float pass on the same images over ``repeats // 2`` rounds (at
+    least one). Each ratio divides by the float time on the same images."""
     exact_spec = isaac()
     # Same crossbar, but without flipped encoding the 8-bit ADC can clip: the faithful
     # bit-plane path must run (the exact fast path is not allowed).
     faithful_spec = isaac(flipped_encoding=False)
     run_f, _ = simulate_fn(model, exact_spec, cal, "auto")
-    t_float = best_time(lambda: run_f(variables, PolicyMap(default=Float()), x)[0], repeats)
-    out = {"float_s": t_float, "exact_s": {}, "faithful_s": {}}
-    for name, pol in policies.items():
-        run, _ = simulate_fn(model, exact_spec, cal, "exact")
-        out["exact_s"][name] = best_time(lambda run=run, pol=pol: run(variables, pol, x),
-                                            repeats)
-        if faithful:
-            run, _ = simulate_fn(model, faithful_spec, cal, "faithful")
-            out["faithful_s"][name] = best_time(
-                lambda run=run, pol=pol: run(variables, pol, x), max(1, repeats // 2))
-    out["exact_vs_float"] = {k: v / t_float for k, v in out["exact_s"].items()}
-    out["faithful_vs_float"] = {k: v / t_float for k, v in out["faithful_s"].items()}
+    run_e, _ = simulate_fn(model, exact_spec, cal, "exact")
+    run_b, _ = simulate_fn(model, faithful_spec, cal, "faithful")
+    float_of = lambda xs: (lambda: run_f(variables, PolicyMap(default=Float()), xs)[0])
+    call = lambda run, pol, xs: (lambda: run(variables, pol, xs))
+    t = best_times({"float": float_of(x)} | {k: call(run_e, p, x) for k, p in policies.items()},
+                   repeats)
+    out = {"float_s": t.pop("float"), "exact_s": t}
+    xb = x[:faithful_images]
+    t = best_times({"float": float_of(xb)} | {k: call(run_b, p, xb)
+                                              for k, p in policies.items()
+                                              if k in (faithful_policies or policies)},
+                   max(1, repeats // 2))
+    out |= {"faithful_images": int(xb.shape[0]), "faithful_float_s": t.pop("float"),
+            "faithful_s": t}
+    out["exact_vs_float"] = {k: v / out["float_s"] for k, v in out["exact_s"].items()}
+    out["faithful_vs_float"] = {k: v / out["faithful_float_s"]
+                                for k, v in out["faithful_s"].items()}
     return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small batches (< 3 min)")
+    p.add_argument("--quick", action="store_true",
+                   help="ResNet-20 only, faithful static/ReDy on 100 images (< 3 min)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     p.add_argument("--images", type=int, default=None)
@@ -64,13 +79,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     n = args.images or (250 if args.quick else 1000)
     repeats = args.repeats or (3 if args.quick else 5)
+    faithful_images = 100 if args.quick else None  # --quick: < 3 min in all
 
     from redy_jax import data
 
     model, variables, _ = load_checkpoint("resnet20")
     test = data.load("fashion_mnist", "test", limit=n)
     x = jnp.asarray(data.normalize(test.images, test.mean, test.std))
-    train = data.load("fashion_mnist", "train", limit=500)
+    train = data.load("fashion_mnist", "train", limit=200 if args.quick else 500)
     cal = calibrate(model, variables, data.normalize(train.images, train.mean, train.std),
                     isaac())
     policies = {"static": PolicyMap(default=Static()),
@@ -82,19 +98,26 @@ def main(argv=None):
             default_thresholds_path("resnet20", "window")))
     except FileNotFoundError:
         pass
-    r20 = bench(model, variables, x, cal, policies, repeats)
-
-    size = 64 if args.quick else 224
-    m18 = ResNet18()
-    x18 = jax.random.normal(jax.random.PRNGKey(0), (1, size, size, 3))
-    v18 = m18.init(jax.random.PRNGKey(1), x18)
-    cal18 = calibrate(m18, v18, x18, isaac(), method="minmax")
-    r18 = bench(m18, v18, x18, cal18, {"static": PolicyMap(default=Static()),
-                                       "lzs": PolicyMap(default=LeadingZeroSkip())},
-                repeats, faithful=True)
-    result = {
-        "resnet20_fashion_mnist": {"images": n, **r20},
-        f"resnet18_{size}x{size}_batch1": r18,
+    # --quick: faithful static and ReDy only (LZS runs static's bit-plane path with
+    # fewer planes) on 100 images, and no ResNet-18: compilation dominates the quick run
+    # (~15-35 s per faithful program on this machine).
+    r20 = bench(model, variables, x, cal, policies, repeats, faithful_images,
+                ("static", "redy") if args.quick else None)
+    result = {"resnet20_fashion_mnist": {"images": n, **r20}}
+    if not args.quick:
+        m18 = ResNet18()
+        x18 = jax.random.normal(jax.random.PRNGKey(0), (1, 224, 224, 3))
+        v18 = m18.init(jax.random.PRNGKey(1), x18)
+        cal18 = calibrate(m18, v18, x18, isaac(), method="minmax")
+        # Random weights have no calibrated thresholds: every conv layer gets ReDy
+        # thresholds 2^i / 8 codes (what calibration picks on the trained models).
+        redy18 = PolicyMap(default=ReDy(thresholds=jnp.asarray(thresholds_from_scale(8.0))),
+                           dense_default=Static())
+        result["resnet18_224x224_batch1"] = bench(
+            m18, v18, x18, cal18, {"static": PolicyMap(default=Static()),
+                                   "lzs": PolicyMap(default=LeadingZeroSkip()),
+                                   "redy": redy18}, repeats)
+    result |= {
         "float_s": r20["float_s"],
         "exact_vs_float": r20["exact_vs_float"],
         "faithful_vs_float": r20["faithful_vs_float"],
@@ -109,12 +132,16 @@ def main(argv=None):
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"ResNet-20, {n} images: float {r20['float_s']:.3f} s")
+        print(f"ResNet-20, {n} images (faithful: {r20['faithful_images']}): float "
+              f"{r20['float_s']:.3f} s")
         for k in r20["exact_s"]:
             print(f"  {k:7s} exact {r20['exact_vs_float'][k]:6.2f}x   faithful "
                   f"{r20['faithful_vs_float'].get(k, float('nan')):6.2f}x")
-        print(f"ResNet-18 {size}x{size}: float {r18['float_s']:.3f} s; " + ", ".join(
-            f"{k} exact {v:.2f}x" for k, v in r18["exact_vs_float"].items()))
+        r18 = result.get("resnet18_224x224_batch1")
+        if r18:
+            print(f"ResNet-18 224x224: float {r18['float_s']:.3f} s; " + ", ".join(
+                f"{k} exact {v:.2f}x faithful {r18['faithful_vs_float'][k]:.2f}x"
+                for k, v in r18["exact_vs_float"].items()))
         print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
     return result
 

@@ -47,7 +47,7 @@ def spec(
     preset: Annotated[str, typer.Option(help="hardware preset (isaac, isaac_16bit)")] = "isaac",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: "
                                                    "--set adc_bits=6")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: JsonOpt = False,
 ):
     """Print a hardware spec and its derived figures (power, area, GOPS/W)."""
     from redy_jax.hw import derived_figures, get_preset
@@ -108,6 +108,9 @@ ModeOpt = Annotated[str, typer.Option(help="auto | exact | faithful")]
 GranOpt = Annotated[str, typer.Option(help="ReDy/LZS group: window | channel")]
 CalibOpt = Annotated[int, typer.Option(help="training images used for calibration")]
 ThrOpt = Annotated[str | None, typer.Option(help="ReDy thresholds JSON file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="spec override")]
+TunedOpt = Annotated[bool, typer.Option(help="use the shipped tuned thresholds")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 
 
 def _setup(model, checkpoint, dataset, limit, preset, set_, calib_images):
@@ -131,13 +134,13 @@ def evaluate(
     batch_size: BatchOpt = 250,
     policy: Annotated[str, typer.Option(help="float | static | lzs | redy")] = "static",
     preset: PresetOpt = "isaac",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="spec override")] = None,
+    set_: SetOpt = None,
     mode: ModeOpt = "auto",
     granularity: GranOpt = "window",
     thresholds: ThrOpt = None,
-    tuned: Annotated[bool, typer.Option(help="use the shipped tuned thresholds")] = False,
+    tuned: TunedOpt = False,
     calib_images: CalibOpt = 1000,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: JsonOpt = False,
 ):
     """Accuracy and energy of a (shipped) checkpoint under one precision policy."""
     from redy_jax.runner import POLICY_NAMES, load_thresholds, run_policy
@@ -164,13 +167,13 @@ def compare(
     batch_size: BatchOpt = 250,
     policies: Annotated[str, typer.Option(help="comma-separated policies")] = "static,redy",
     preset: PresetOpt = "isaac",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="spec override")] = None,
+    set_: SetOpt = None,
     mode: ModeOpt = "auto",
     granularity: GranOpt = "window",
     thresholds: ThrOpt = None,
-    tuned: Annotated[bool, typer.Option(help="use the shipped tuned thresholds")] = False,
+    tuned: TunedOpt = False,
     calib_images: CalibOpt = 1000,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: JsonOpt = False,
 ):
     """Several policies on the same checkpoint, images and calibration, with savings."""
     from redy_jax.runner import POLICY_NAMES, load_thresholds, run_policy

@@ -109,14 +109,18 @@ def _combine_groups(counts, hist):
     return counts, hist.sum(axis=0)
 
 
-def _conv_sums(xp, tiling, groups, cin_g, kernel, strides, dilation) -> GroupSums:
+def _conv_sums(xp, tiling, groups, cin_g, kernel, strides, dilation,
+               act_bits: int) -> GroupSums:
     """Window-level :class:`GroupSums` of a convolution, without im2col: per pixel, the
     sums / max / min over each row tile's channels, then pooled over the kernel window.
-    ``xp``: (B, Hp, Wp, G * Cin_g) spatially padded streamed codes. Returns each field
-    as (G, B * Ho * Wo, T)."""
+    ``xp``: (B, Hp, Wp, G * Cin_g) spatially padded streamed codes (|code| <
+    2^act_bits). Returns each field as (G, B * Ho * Wo, T), float32."""
     b, hp, wp, _ = xp.shape
     t, ct = tiling.n_row_tiles, tiling.rows_per_tile // tiling.taps
-    xf = xp.astype(jnp.float32).reshape(b, hp, wp, groups, cin_g)
+    # int32 while a group's sum of squares fits (exact, and ~1.2-2x faster on XLA:CPU
+    # than float32), else float32
+    small = tiling.rows_per_tile * (1 << (2 * act_bits)) < 2**31
+    xf = xp.astype(jnp.int32 if small else jnp.float32).reshape(b, hp, wp, groups, cin_g)
     # Per-tile channel slices (static, one per row tile): on XLA:CPU this is ~8x faster
     # than reducing a padded (..., T, ct) reshape and ~20x faster than a transpose.
     parts = [xf[..., i * ct:min(cin_g, (i + 1) * ct)] for i in range(t)]
@@ -143,7 +147,7 @@ def _conv_sums(xp, tiling, groups, cin_g, kernel, strides, dilation) -> GroupSum
 
     fields = (pool(s1, lax.add), pool(s2, lax.add), pool(mx, lax.max), pool(mn, lax.min))
     per_group = lambda a: jnp.transpose(a, (3, 0, 1, 2, 4)).reshape(groups, -1, t)
-    return GroupSums(*(per_group(a) for a in fields))
+    return GroupSums(*(per_group(a).astype(jnp.float32) for a in fields))
 
 
 def _exact_int_conv(x, w_codes, kshape, strides, padding, dilation, groups, x_max, spec):
@@ -300,11 +304,11 @@ CHUNK_BYTES: dict[str, int | None] = {"cpu": 2**20}
 """Per backend, the size [bytes] of one chunk's lowered input (im2col patches as
 float32) above which a layer's batch is streamed in chunks of images with ``lax.map``
 (statistics and decisions are made for the whole batch first, from per-pixel sums, so
-only im2col + requantisation + matmul run per chunk). On XLA:CPU patches that stay in
-cache make the lowered matrix product ~1.1-1.4x a native convolution instead of 5-10x
-(2-core development machine, ResNet-20 layer shapes; ~1 MiB was the best whole-model
-setting, 0.5-8 MiB measured); backends not listed (GPU, TPU) take the whole batch at
-once. Results do not depend on it."""
+only lowering + requantisation + matmul run per chunk). On XLA:CPU patches that stay
+in cache make the lowered matrix product ~1.1-2x a native convolution instead of 5-20x
+(2-core development machine, ResNet-20 layer shapes; whole-model times with 0.5-8 MiB
+chunks were within the machine's noise of each other, 1 MiB among the best); backends
+not listed (GPU, TPU) take the whole batch at once. Results do not depend on it."""
 
 
 def image_chunk(batch: int, bytes_per_image: int) -> int:
@@ -432,7 +436,7 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
                 sums = jax.vmap(lambda xt: tile_sums(xt, ctx))(tiles_of(xs_full))
             else:
                 sums = _conv_sums(xs_full, tiling, groups, cin_g, (kh, kw), strides,
-                                  kernel_dilation)
+                                  kernel_dilation, spec.act_bits)
         else:
             sums = None
         return jax.vmap(lambda sm: policy.plan(sm, ctx, b * m))(sums) if sums is not None \

@@ -27,7 +27,8 @@ def test_conv_sums_equal_sums_over_im2col_tiles(cin, k, stride, dil, groups, see
     spec = isaac()
     x = np.random.default_rng(seed).integers(0, 256, (2, 9, 8, cin * groups))
     tl = tile(cin * k * k, 4, spec, k * k)
-    got = _conv_sums(jnp.asarray(x), tl, groups, cin, (k, k), (stride, stride), (dil, dil))
+    got = _conv_sums(jnp.asarray(x), tl, groups, cin, (k, k), (stride, stride), (dil, dil),
+                     spec.act_bits)
     patches = im2col(jnp.asarray(x), (k, k), (stride, stride), "VALID", (dil, dil))
     v = patches.shape[0] * patches.shape[1] * patches.shape[2]
     ctx = LayerContext("l", "conv", tl, spec, 2, v // 2, 0, False)
