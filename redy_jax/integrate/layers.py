@@ -20,7 +20,12 @@ from redy_jax.hw.spec import HardwareSpec
 from redy_jax.policy.base import GroupSums, LayerContext, Static, tile_sums
 from redy_jax.policy.redy import effective_values
 from redy_jax.quant.activations import ActQuant, quantize
-from redy_jax.xbar.bit_serial import exact_matmul, exact_weight_parts
+from redy_jax.xbar.bit_serial import (
+    even_blocks,
+    exact_matmul,
+    exact_rows,
+    exact_weight_parts,
+)
 from redy_jax.xbar.engine import Counts, count_events, resolve_mode, run_tiles
 from redy_jax.xbar.layout import tile
 from redy_jax.xbar.lowering import im2col, tap_slices
@@ -57,6 +62,15 @@ def _nt_hist(planes, shifts, spec: HardwareSpec, full: int = 0):
     return jnp.bincount(idx.reshape(-1), length=p * p).reshape(p, p).astype(jnp.int32)
 
 
+def _code_bound(spec: HardwareSpec, sign_bit: bool, requantized: bool) -> int:
+    """Bound on |x| of the values a layer multiplies: centred codes (two's complement
+    under sign-bit streaming), plus, for requantised groups, the rounding of
+    ``(q' << t) + offset``: ``|(q' << t) + off| <= max|q| + 2^(t-1)`` with
+    ``t <= act_bits - 1`` (rounding half up)."""
+    bound = (1 << (spec.act_bits - 1)) if sign_bit else (1 << spec.act_bits) - 1
+    return bound + (1 << (spec.act_bits - 2)) if requantized else bound
+
+
 def _stream_group(x_tiles, plan, stored, tiling, spec, policy, ctx, mode, sign_bit,
                   count: bool):
     """Streams one group's codes as planned: ``x_tiles`` (V, T, R) streamed codes (two's
@@ -75,10 +89,8 @@ def _stream_group(x_tiles, plan, stored, tiling, spec, policy, ctx, mode, sign_b
         eff = sel.codes if sel.shifts is None else sel.codes << sel.shifts[..., None]
         if sel.offsets is not None:
             eff = eff + sel.offsets[..., None]
-        # |(q' << t) + off| <= max|q| + 2^(t-1), t <= act_bits - 1 (rounding half up).
-        x_max = ((1 << (spec.act_bits - 1)) if sign_bit else (1 << spec.act_bits) - 1)
-        if sel.shifts is not None or sel.offsets is not None:
-            x_max += 1 << (spec.act_bits - 2)
+        x_max = _code_bound(spec, sign_bit,
+                            sel.shifts is not None or sel.offsets is not None)
         y = exact_matmul(eff.reshape(v, -1), w_flat, spec, signed=sign_bit, x_max=x_max)
         if sel.eff_soft is not None:  # tuning: hard forward, relaxed gradient
             y_soft = sel.eff_soft.reshape(v, -1) @ w_flat.astype(jnp.float32)
@@ -164,15 +176,13 @@ def _exact_int_conv(x, w_codes, kshape, strides, padding, dilation, groups, x_ma
         a, k.astype(jnp.float32), strides, padding, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
         precision=lax.Precision.HIGHEST).astype(jnp.int32)
-    per_ch = ((1 << 24) - 1) // (x_max << (spec.weight_bits - 1)) // (kh * kw)
+    per_ch = exact_rows(x_max, spec.weight_bits) // (kh * kw)
     if per_ch >= 1:
-        nblk = -(-cin_g // per_ch)
         xg = xf.reshape(*xf.shape[:-1], groups, cin_g)
         y = 0
-        for i in range(nblk):
-            lo, hi = i * cin_g // nblk, (i + 1) * cin_g // nblk
-            xb = xg if nblk == 1 else xg[..., lo:hi]
-            y = y + conv(xb.reshape(*xf.shape[:-1], groups * (hi - lo)), w[:, :, lo:hi])
+        for lo, hi in even_blocks(cin_g, per_ch):
+            xb = xg[..., lo:hi].reshape(*xf.shape[:-1], groups * (hi - lo))
+            y = y + conv(xb, w[:, :, lo:hi])
         return y
     y = 0
     for part in exact_weight_parts(w, kh * kw * cin_g, x_max, spec.weight_bits):
@@ -226,9 +236,8 @@ def _per_image_requantized_conv(xs, plan, policy, ctx, w_codes, kshape, strides,
     eff = eff.reshape(xs.shape)
     if not sign_bit:
         eff = eff - zp  # centred: the zero point's column sums are removed in the conv
-    amax = (1 << (spec.act_bits - 1)) if sign_bit else (1 << spec.act_bits) - 1
     return _exact_int_conv(eff, w_codes, kshape, strides, "VALID", dilation, groups,
-                           amax + (1 << (spec.act_bits - 2)), spec)
+                           _code_bound(spec, sign_bit, True), spec)
 
 
 def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides, dilation,
@@ -255,14 +264,11 @@ def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides,
     # (K, Cout) channel-major rows -> per group (taps * Cin_g, n), tap-major rows.
     wt = jnp.transpose(w_codes.reshape(cin_g, taps, groups, n), (2, 1, 0, 3))
     wt = wt.reshape(groups, taps * cin_g, n)
-    amax = (1 << (spec.act_bits - 1)) if sign_bit else (1 << spec.act_bits) - 1
-    x_max = amax + (1 << (spec.act_bits - 2))  # |(q' << t) + off - zp|, see _stream_group
+    x_max = _code_bound(spec, sign_bit, True)
     # Blocks of taps whose products float32 sums exactly with whole weights (one matmul
     # each, int32 sum of the blocks): cheaper than splitting the weights (one matmul per
     # weight part over all rows) when K * x_max * 2^(b-1) >= 2^24 (e.g. 64 channels).
-    per_block = max(1, ((1 << 24) - 1) // (x_max << (spec.weight_bits - 1)) // cin_g)
-    nblk = -(-taps // per_block)
-    blocks = [(i * taps // nblk, (i + 1) * taps // nblk) for i in range(nblk)]
+    blocks = even_blocks(taps, max(1, exact_rows(x_max, spec.weight_bits) // cin_g))
     offsets = jnp.zeros_like(plan.shifts) if plan.offsets is None else plan.offsets
     aff = jax.vmap(lambda o, sh, nb: policy.affine(ctx_of(b), o, sh, nb))(
         offsets, plan.shifts, plan.bits)

@@ -299,5 +299,5 @@ def write_thresholds(path, layers: dict, config: dict, provenance: dict) -> None
                                         for k, v in layers.items()}})
 
 
-__all__ = ["ReDy", "STATISTICS", "effective_values", "lossless", "redy_policy_map", "read_thresholds",
-           "thresholds_from_scale", "write_thresholds"]
+__all__ = ["ReDy", "STATISTICS", "effective_values", "lossless", "redy_policy_map",
+           "read_thresholds", "thresholds_from_scale", "write_thresholds"]

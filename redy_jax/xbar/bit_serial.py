@@ -203,6 +203,19 @@ def exact_outputs(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
     return part.astype(jnp.int32).sum(axis=1)
 
 
+def exact_rows(x_max: int, weight_bits: int) -> int:
+    """Most rows whose products with whole ``weight_bits`` weights float32 sums exactly
+    (``rows * x_max * 2^(weight_bits-1) < 2^24``); 0 when not even one row."""
+    return (_F32_EXACT - 1) // (x_max << (weight_bits - 1))
+
+
+def even_blocks(n: int, size: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` bounds of the fewest near-equal blocks of ``n`` items, each at most
+    ``size`` (>= 1) long."""
+    count = -(-n // size)
+    return [(i * n // count, (i + 1) * n // count) for i in range(count)]
+
+
 def exact_weight_parts(w: jnp.ndarray, rows: int, x_max: int, weight_bits: int) -> list:
     """Splits integer weights into parts ``w = sum_j p_j`` with ``p_j`` a multiple of
     ``2^e_j`` whose quotient is small enough that ``rows * x_max * |p_j / 2^e_j| < 2^24``:
