@@ -244,7 +244,8 @@ def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides,
                              groups, zp, sign_bit, spec, out_hw):
     """Exact outputs of a requantising policy with per-window groups (``window``
     granularity, exact ADC): every window requantises its row tiles differently, so the
-    outputs need the lowered product — built here tap-major, per chunk of images. Each
+    outputs need the lowered product — built here tap-major, per chunk of images (or of
+    output rows when one image does not fit :data:`CHUNK_BYTES`). Each
     kernel tap's strided view of the input is requantised with the plan of the windows
     reading it (each channel takes its row tile's offset / shift / bits), the taps are
     concatenated and one matrix product with the tap-major weights gives the int32
@@ -272,18 +273,21 @@ def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides,
     offsets = jnp.zeros_like(plan.shifts) if plan.offsets is None else plan.offsets
     aff = jax.vmap(lambda o, sh, nb: policy.affine(ctx_of(b), o, sh, nb))(
         offsets, plan.shifts, plan.bits)
-    aff = tuple(jnp.moveaxis(a.reshape(groups, b, m, t), 0, 2) for a in aff)  # (B, m, G, T)
+    # (G, B * m, T) -> (B, Ho, Wo, G, T): sliced with the input, by image or by row block
+    aff = tuple(jnp.moveaxis(a.reshape(groups, b, *out_hw, t), 0, 3) for a in aff)
 
     def chunk_fn(args):
+        """Images (c, rows_in, Wp, C) with their windows' constants (c, R, Wo, G, T) ->
+        y_int (c, R, Wo, Cout): R output rows of each image."""
         xc, *prm = args
-        c = xc.shape[0]
-        v = c * m
-        # each channel takes its row tile's constants: (c, m, G, T) -> (V, G, Cin_g)
+        c, r, wo = prm[0].shape[:3]
+        v = c * r * wo
+        # each channel takes its row tile's constants: (c, R, Wo, G, T) -> (V, G, Cin_g)
         prm = tuple(jnp.broadcast_to(a[..., None], (*a.shape, ct)).reshape(
             v, groups, t * ct)[..., :cin_g] for a in prm)
         prm = lax.optimization_barrier(prm)  # expanded once, not again in every tap
 
-        def eff_of(a):  # one tap's view (c, Ho, Wo, G * Cin_g) -> (V, G, Cin_g), float32
+        def eff_of(a):  # one tap's view (c, R, Wo, G * Cin_g) -> (V, G, Cin_g), float32
             e = effective_values(a.reshape(v, groups, cin_g), prm)
             return e if sign_bit else e - zp  # centred, like the static conv
 
@@ -300,21 +304,66 @@ def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides,
                 yb = jax.vmap(mm, out_axes=1)(
                     jnp.moveaxis(patches, 2, 0).reshape(groups, v, rows), wb)
             y = y + yb  # (V, G, n) int32
-        return y.reshape(c, *out_hw, cout), None, None
+        return y.reshape(c, r, wo, cout), None, None
 
-    chunk = image_chunk(b, m * taps * groups * cin_g * 4)
-    return map_image_chunks(chunk_fn, (xs, *aff), chunk)[0]
+    row_bytes = out_hw[1] * taps * groups * cin_g * 4  # lowered float32 input per row
+    rows = row_chunk(out_hw[0], row_bytes)
+    if rows >= out_hw[0]:  # whole images per chunk
+        chunk = image_chunk(b, m * taps * groups * cin_g * 4)
+        return map_image_chunks(chunk_fn, (xs, *aff), chunk)[0]
+    return _map_row_blocks(chunk_fn, xs, aff, rows, out_hw[0], (kh - 1) * dilation[0] + 1,
+                           strides[0])
+
+
+def row_chunk(height: int, bytes_per_row: int) -> int:
+    """Output rows per chunk for the current backend: all of them while one image's
+    lowered input fits :data:`CHUNK_BYTES` (chunks are then whole images), else the
+    most rows that fit (at least one)."""
+    budget = CHUNK_BYTES.get(jax.default_backend())
+    if budget is None:
+        return height
+    return max(1, min(height, budget // max(1, bytes_per_row)))
+
+
+def _map_row_blocks(fn, xs, prm, rows: int, height: int, reach: int, stride: int):
+    """Applies ``fn`` (see ``_window_requantized_conv``) to blocks of ``rows`` output
+    rows of every image (``lax.map`` over (image, block) pairs): the block's input rows
+    with their halo (``reach``: rows one kernel column spans; ``stride``: input rows per
+    output row) and its windows' constants. The last block is padded with zero rows
+    whose outputs are dropped. ``xs`` (B, Hp, Wp, C); ``prm`` leaves (B, Ho, Wo, ...).
+    Returns y (B, Ho, Wo, Cout)."""
+    b = xs.shape[0]
+    nb = -(-height // rows)
+    rows_in = (rows - 1) * stride + reach
+    need = (nb * rows - 1) * stride + reach  # input rows the padded blocks read
+    xs = jnp.pad(xs, ((0, 0), (0, max(0, need - xs.shape[1])), (0, 0), (0, 0)))
+    prm = tuple(jnp.pad(a, ((0, 0), (0, nb * rows - height)) + ((0, 0),) * (a.ndim - 2))
+                for a in prm)
+
+    def block(i):
+        img, j = i // nb, i % nb
+        xc = lax.dynamic_slice_in_dim(lax.dynamic_slice_in_dim(xs, img, 1, 0),
+                                      j * rows * stride, rows_in, 1)
+        pc = tuple(lax.dynamic_slice_in_dim(lax.dynamic_slice_in_dim(a, img, 1, 0),
+                                            j * rows, rows, 1) for a in prm)
+        return fn((xc, *pc))[0][0]
+
+    y = lax.map(block, jnp.arange(b * nb))  # (B * nb, rows, Wo, Cout)
+    return y.reshape(b, nb * rows, *y.shape[2:])[:, :height]
 
 
 CHUNK_BYTES: dict[str, int | None] = {"cpu": 2**20}
 """Per backend, the size [bytes] of one chunk's lowered input (im2col patches as
-float32) above which a layer's batch is streamed in chunks of images with ``lax.map``
-(statistics and decisions are made for the whole batch first, from per-pixel sums, so
-only lowering + requantisation + matmul run per chunk). On XLA:CPU patches that stay
-in cache make the lowered matrix product ~1.1-2x a native convolution instead of 5-20x
-(2-core development machine, ResNet-20 layer shapes; whole-model times with 0.5-8 MiB
-chunks were within the machine's noise of each other, 1 MiB among the best); backends
-not listed (GPU, TPU) take the whole batch at once. Results do not depend on it."""
+float32) above which a layer's batch is streamed in chunks of images with ``lax.map``;
+window-granularity ReDy goes on to blocks of output rows (with their input halo) when
+even one image does not fit. Statistics and decisions are made for the whole batch
+first, from per-pixel sums, so only lowering + requantisation + matmul run per chunk.
+On XLA:CPU patches that stay in cache make the lowered matrix product ~1.1-2x a native
+convolution instead of 5-20x (2-core development machine, ResNet-20 layer shapes;
+whole-model times with 0.5-8 MiB chunks were within the machine's noise of each other,
+1 MiB among the best; row blocks took window ReDy on one 224x224 ResNet-18 image from
+3.2x to 1.8x float). Backends not listed (GPU, TPU) take the whole batch at once.
+Results do not depend on it."""
 
 
 def image_chunk(batch: int, bytes_per_image: int) -> int:

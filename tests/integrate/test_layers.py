@@ -96,12 +96,17 @@ def test_exact_paths_equal_the_bit_plane_path(policy, signed, stride):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("case", ["grouped_dilated", "sign_bit_strided", "wide_split"])
-def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case):
+@pytest.mark.parametrize("case,chunk", [
+    ("grouped_dilated", "3 rows"), ("grouped_dilated", "2 images"),
+    ("sign_bit_strided", "1 row"), ("sign_bit_strided", "3 rows"),
+    ("wide_split", "3 rows"), ("wide_split", "2 images")])
+def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chunk):
     """The tap-major window-ReDy lowering on the layer shapes it must handle: grouped
     and dilated convs, sign-bit (two's complement) streaming with a stride, and a layer
-    wide enough (K = 576) that the exact float32 product splits its weights; chunked
-    with a remainder chunk. Outputs and counts equal the faithful bit-plane path's."""
+    wide enough (K = 576) that the exact float32 product splits its weights; chunked by
+    blocks of output rows (with a padded last block: 8 or 4 rows in blocks of 3) or by
+    images (with a remainder chunk when the batch is odd). Outputs and counts equal the
+    faithful bit-plane path's."""
     spec = isaac()
     kw = dict(padding="SAME")
     if case == "grouped_dilated":
@@ -118,7 +123,12 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case):
         # image 0 at the extremes: code 255 everywhere, column 0's weight codes -127, so
         # interior sums reach 576 * 255 * 127 > 2^24 (odd: float32 would round them)
         x, w = x.at[0].set(quant.hi), w.at[..., 0].set(-1.0)
-    monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), 1)  # 1 image a chunk
+    # one output row's lowered float32 input: W_out * taps * input channels * 4 bytes
+    stride = kw.get("strides", (1, 1))[0]
+    ho, wo = -(-x.shape[1] // stride), -(-x.shape[2] // stride)  # SAME padding
+    row = wo * 9 * w.shape[2] * kw.get("groups", 1) * 4
+    rows = {"1 row": 1, "3 rows": 3, "2 images": 2 * ho}[chunk]
+    monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), rows * row)
     policy = ReDy(thresholds=jnp.array([2.0, 6.0, 15.0, 30.0]))
     run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                       policy=policy, spec=spec, mode=mode, **kw)[:2]
