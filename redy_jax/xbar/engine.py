@@ -166,7 +166,8 @@ def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: Hard
         if mode == "exact":
             partial = exact_partial_sums(x_tiles, w, spec, signed)
         else:
-            partial, saturated = faithful_partial_sums(x_tiles, w, spec, signed)
+            partial, saturated = faithful_partial_sums(x_tiles, w, spec, signed,
+                                                       last_rows=tiling.rows_used[-1])
         if shifts is not None:
             partial = partial << shifts[..., None]
         y = partial.sum(axis=1)
