@@ -282,27 +282,35 @@ def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides,
         xc, *prm = args
         c, r, wo = prm[0].shape[:3]
         v = c * r * wo
-        # each channel takes its row tile's constants: (c, R, Wo, G, T) -> (V, G, Cin_g)
-        prm = tuple(jnp.broadcast_to(a[..., None], (*a.shape, ct)).reshape(
-            v, groups, t * ct)[..., :cin_g] for a in prm)
-        prm = lax.optimization_barrier(prm)  # expanded once, not again in every tap
+        prm = tuple(a.reshape(v, groups, t) for a in prm)  # (V, G, T)
+        full = cin_g // ct  # row tiles whose ct channels are all real
 
-        def eff_of(a):  # one tap's view (c, R, Wo, G * Cin_g) -> (V, G, Cin_g), float32
-            e = effective_values(a.reshape(v, groups, cin_g), prm)
-            return e if sign_bit else e - zp  # centred, like the static conv
+        def eff_of(a):
+            """One tap's view (c, R, Wo, G * Cin_g) -> float32 values (V, G, Cin_g) in
+            up to two pieces: the channels of whole row tiles and those of a partial
+            last tile, each broadcasting its tile's constants (no per-channel copy)."""
+            a = a.reshape(v, groups, cin_g)
+            pieces = []
+            if full:
+                pieces.append(effective_values(
+                    a[..., :full * ct].reshape(v, groups, full, ct),
+                    tuple(p[..., :full, None] for p in prm)).reshape(v, groups, full * ct))
+            if cin_g > full * ct:
+                pieces.append(effective_values(a[..., full * ct:],
+                                               tuple(p[..., full:full + 1] for p in prm)))
+            return [e if sign_bit else e - zp for e in pieces]  # centred, like static
 
         effs = [eff_of(a) for a in tap_slices(xc, (kh, kw), strides, dilation)]
         mm = lambda p, w: exact_matmul(p, w, spec, signed=sign_bit, x_max=x_max)
         y = 0
-        for lo, hi in blocks:  # (V, taps_b, G, Cin_g) patches of a block of taps
-            patches = jnp.stack(effs[lo:hi], axis=1)
+        for lo, hi in blocks:  # (V, G, taps_b * Cin_g) tap-major patches of a block of taps
+            patches = jnp.concatenate([e for tap in effs[lo:hi] for e in tap], axis=-1)
             rows = (hi - lo) * cin_g
             wb = wt[:, lo * cin_g:hi * cin_g]
             if groups == 1:
                 yb = mm(patches.reshape(v, rows), wb[0])[:, None]
             else:
-                yb = jax.vmap(mm, out_axes=1)(
-                    jnp.moveaxis(patches, 2, 0).reshape(groups, v, rows), wb)
+                yb = jax.vmap(mm, out_axes=1)(jnp.moveaxis(patches, 1, 0), wb)
             y = y + yb  # (V, G, n) int32
         return y.reshape(c, r, wo, cout), None, None
 
