@@ -170,3 +170,42 @@ def test_exact_int_conv_at_worst_case_magnitudes(cin_g, groups, x_max):
     got = layers._exact_int_conv(jnp.asarray(x, jnp.int32), w_codes, w.shape, (1, 1), "VALID",
                                  (1, 1), groups, x_max, spec)
     np.testing.assert_array_equal(np.asarray(got), _int_conv_reference(x, w, groups))
+
+
+def _equations(jaxpr) -> int:
+    """Equations of a jaxpr, those of its sub-jaxprs (jit, map, cond) included."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += 1
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, tuple | list) else (p,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    count += _equations(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    count += _equations(sub)
+    return count
+
+
+@pytest.mark.parametrize("mode", ["exact", "faithful"])
+@pytest.mark.parametrize("policy", ["static", "lzs", "redy", "redy_channel"])
+def test_traced_layer_has_no_python_loop_over_images_windows_tiles_or_planes(
+        monkeypatch, policy, mode):
+    """The traced program of a conv layer has as many equations for 5 images as for 1,
+    for 13x13 images as for 6x6, for 4 row tiles as for 3 (44 vs 30 input channels)
+    and for 4 DAC digit planes as for 8: images, windows, tiles and bit-planes are array
+    axes, not Python loops (whole batch per chunk, so chunking adds no branch)."""
+    monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), None)
+
+    def equations(batch=1, size=6, cin=16, spec=None):
+        x, w, quant = _conv_case(0, (batch, size, size, cin), False)
+        fn = lambda x, w: crossbar_layer(
+            x, w, None, kind="conv", path="l", quant=quant, policy=POLICIES[policy],
+            spec=spec or isaac(adc_bits=10), mode=mode, padding="SAME")[0]
+        return _equations(jax.make_jaxpr(fn)(x, w).jaxpr)
+
+    base = equations()
+    assert equations(batch=5) == base
+    assert equations(size=13) == base
+    # 126-row tiles of 14 channels + a partial tile of 2: 3 vs 4 row tiles
+    assert equations(cin=30) == equations(cin=44)
+    assert equations(spec=isaac(dac_bits=2, adc_bits=10)) == base  # 4 planes, not 8
