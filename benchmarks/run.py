@@ -10,8 +10,8 @@ flipped encoding off, so the bit-plane path runs), reporting ratios to the float
 time, plus the process's peak RSS. Each time is the best of ``--repeats`` rounds
 (faithful: half as many) after a warm-up (compilation excluded), the simulated passes
 interleaved with the float pass so that every ratio compares runs made under the same
-machine load. ``--quick`` (< 3 min here, most of it XLA compilation) keeps ResNet-20:
-250 images, faithful static and ReDy on the first 100.
+machine load. ``--quick`` (< 3 min here, most of it XLA compilation; 3 rounds) keeps
+ResNet-20: 250 images, faithful static and ReDy on the first 100.
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     p.add_argument("--images", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None,
+                   help="interleaved rounds (default 5; 3 with --quick)")
     args = p.parse_args(argv)
     n = args.images or (250 if args.quick else 1000)
-    repeats = args.repeats or 5
+    repeats = args.repeats or (3 if args.quick else 5)
     faithful_images = 100 if args.quick else None  # --quick: < 3 min in all
 
     from redy_jax import data
