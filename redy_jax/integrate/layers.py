@@ -344,7 +344,7 @@ def row_chunk(height: int, bytes_per_row: int) -> int:
 def _map_row_blocks(fn, xs, prm, rows: int, height: int, reach: int, stride: int):
     """Applies ``fn`` (see ``_window_requantized_conv``) to blocks of ``rows`` output
     rows of every image (``lax.map`` over (image, block) pairs): the block's input rows
-    with their halo (``reach``: rows one kernel column spans; ``stride``: input rows per
+    with their halo (``reach``: input rows one window spans; ``stride``: input rows per
     output row) and its windows' constants. The last block is padded with zero rows
     whose outputs are dropped. ``xs`` (B, Hp, Wp, C); ``prm`` leaves (B, Ho, Wo, ...).
     Returns y (B, Ho, Wo, Cout)."""
