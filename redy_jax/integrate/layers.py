@@ -121,6 +121,19 @@ def _combine_groups(counts, hist):
     return counts, hist.sum(axis=0)
 
 
+def _tile_pieces(a, cin: int, ct: int) -> list:
+    """The ``cin`` channels (last axis) of ``a`` as at most two pieces shaped
+    (..., tiles, width), with the row tiles each covers: the channels of whole row tiles
+    of ``ct`` channels (width ct), then those of a partial last tile (one tile). Always
+    two array operations whatever the number of tiles, and no channel padding."""
+    full = cin // ct
+    pieces = [(a[..., :full * ct].reshape(*a.shape[:-1], full, ct), slice(0, full))
+              ] if full else []
+    if cin > full * ct:
+        pieces.append((a[..., full * ct:][..., None, :], slice(full, full + 1)))
+    return pieces
+
+
 def _conv_sums(xp, tiling, groups, cin_g, kernel, strides, dilation,
                act_bits: int) -> GroupSums:
     """Window-level :class:`GroupSums` of a convolution, without im2col: per pixel, the
@@ -133,13 +146,9 @@ def _conv_sums(xp, tiling, groups, cin_g, kernel, strides, dilation,
     # than float32), else float32
     small = tiling.rows_per_tile * (1 << (2 * act_bits)) < 2**31
     xf = xp.astype(jnp.int32 if small else jnp.float32).reshape(b, hp, wp, groups, cin_g)
-    # Two pieces whatever the number of row tiles: the channels of whole tiles, reshaped
-    # (..., tiles, ct), and those of a partial last tile. No channel padding (reducing a
-    # padded (..., T, ct) reshape was ~8x slower on XLA:CPU) and no per-tile slices
-    # (a trace that grew with T; also ~1-2x slower).
-    full = cin_g // ct
-    parts = ([xf[..., :full * ct].reshape(b, hp, wp, groups, full, ct)] if full else []) + (
-        [xf[..., full * ct:][..., None, :]] if cin_g > full * ct else [])
+    # Tile pieces (no channel padding: reducing a padded (..., T, ct) reshape was ~8x
+    # slower on XLA:CPU; no per-tile slices: a trace that grew with T, also ~1-2x slower).
+    parts = [a for a, _ in _tile_pieces(xf, cin_g, ct)]
 
     def stack(f):  # (B, Hp, Wp, G, T)
         out = [f(a) for a in parts]
@@ -268,7 +277,6 @@ def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides,
     b = xs.shape[0]
     kh, kw, cin_g, cout = kshape
     taps, n = kh * kw, cout // groups
-    m = math.prod(out_hw)
     t, ct = ctx_of(b).tiling.n_row_tiles, ctx_of(b).tiling.rows_per_tile // taps
     # (K, Cout) channel-major rows -> per group (taps * Cin_g, n), tap-major rows.
     wt = jnp.transpose(w_codes.reshape(cin_g, taps, groups, n), (2, 1, 0, 3))
@@ -291,21 +299,14 @@ def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides,
         c, r, wo = prm[0].shape[:3]
         v = c * r * wo
         prm = tuple(a.reshape(v, groups, t) for a in prm)  # (V, G, T)
-        full = cin_g // ct  # row tiles whose ct channels are all real
 
         def eff_of(a):
             """One tap's view (c, R, Wo, G * Cin_g) -> float32 values (V, G, Cin_g) in
-            up to two pieces: the channels of whole row tiles and those of a partial
-            last tile, each broadcasting its tile's constants (no per-channel copy)."""
-            a = a.reshape(v, groups, cin_g)
-            pieces = []
-            if full:
-                pieces.append(effective_values(
-                    a[..., :full * ct].reshape(v, groups, full, ct),
-                    tuple(p[..., :full, None] for p in prm)).reshape(v, groups, full * ct))
-            if cin_g > full * ct:
-                pieces.append(effective_values(a[..., full * ct:],
-                                               tuple(p[..., full:full + 1] for p in prm)))
+            tile pieces (:func:`_tile_pieces`), each broadcasting its tiles' constants
+            (no per-channel copy of them)."""
+            pieces = [effective_values(x, tuple(p[..., tiles, None] for p in prm))
+                      .reshape(v, groups, -1)
+                      for x, tiles in _tile_pieces(a.reshape(v, groups, cin_g), cin_g, ct)]
             return [e if sign_bit else e - zp for e in pieces]  # centred, like static
 
         effs = [eff_of(a) for a in tap_slices(xc, (kh, kw), strides, dilation)]
@@ -323,22 +324,12 @@ def _window_requantized_conv(xs, plan, policy, ctx_of, w_codes, kshape, strides,
         return y.reshape(c, r, wo, cout), None, None
 
     row_bytes = out_hw[1] * taps * groups * cin_g * 4  # lowered float32 input per row
-    rows = row_chunk(out_hw[0], row_bytes)
+    rows = per_chunk(out_hw[0], row_bytes)
     if rows >= out_hw[0]:  # whole images per chunk
-        chunk = image_chunk(b, m * taps * groups * cin_g * 4)
+        chunk = per_chunk(b, out_hw[0] * row_bytes)
         return map_image_chunks(chunk_fn, (xs, *aff), chunk)[0]
     return _map_row_blocks(chunk_fn, xs, aff, rows, out_hw[0], (kh - 1) * dilation[0] + 1,
                            strides[0])
-
-
-def row_chunk(height: int, bytes_per_row: int) -> int:
-    """Output rows per chunk for the current backend: all of them while one image's
-    lowered input fits :data:`CHUNK_BYTES` (chunks are then whole images), else the
-    most rows that fit (at least one)."""
-    budget = CHUNK_BYTES.get(jax.default_backend())
-    if budget is None:
-        return height
-    return max(1, min(height, budget // max(1, bytes_per_row)))
 
 
 def _map_row_blocks(fn, xs, prm, rows: int, height: int, reach: int, stride: int):
@@ -382,12 +373,14 @@ whole-model times with 0.5-8 MiB chunks were within the machine's noise of each 
 Results do not depend on it."""
 
 
-def image_chunk(batch: int, bytes_per_image: int) -> int:
-    """Images per chunk for the current backend (see :data:`CHUNK_BYTES`)."""
+def per_chunk(count: int, bytes_each: int) -> int:
+    """How many of ``count`` items (images, or output rows of one image) of
+    ``bytes_each`` lowered bytes a chunk holds on the current backend: all of them when
+    it has no :data:`CHUNK_BYTES` budget, else the most that fit (at least one)."""
     budget = CHUNK_BYTES.get(jax.default_backend())
     if budget is None:
-        return batch
-    return max(1, min(batch, budget // max(1, bytes_per_image)))
+        return count
+    return max(1, min(count, budget // max(1, bytes_each)))
 
 
 def map_image_chunks(fn, xs, chunk: int):
@@ -569,7 +562,7 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
             # plan leaves (G, B * m, ...) -> (B, G, m, ...): chunked by image with the codes
             plan_img = jax.tree_util.tree_map(
                 lambda a: jnp.moveaxis(a.reshape(groups, b, m, *a.shape[2:]), 1, 0), plan)
-            chunk = image_chunk(b, m * groups * t * tiling.rows_per_tile * 4)
+            chunk = per_chunk(b, m * groups * t * tiling.rows_per_tile * 4)
             y_int, c_counts, c_hist = map_image_chunks(stream, (xs, plan_img), chunk)
             if count_in_chunks:
                 counts, hist = c_counts, c_hist
