@@ -2,6 +2,10 @@
 
     python experiments/train.py --model resnet20 --epochs 6 --seed 0
 
+Trains on the ``train`` split (training-file images 0-54,999), reports the
+held-out ``validation`` split (55,000-59,999) after every epoch and the test split
+once, at the end; the record names all three ranges.
+
 SGD with Nesterov momentum, one-cycle cosine learning rate, weight decay,
 random-shift + horizontal-flip augmentation. Kernel gradients use
 ``redy_jax.models.fast_grad.fast_conv`` (same values, faster on XLA:CPU).
@@ -40,6 +44,19 @@ def augment(rng: np.random.Generator, x: np.ndarray, pad: int = 2) -> np.ndarray
     return out
 
 
+def _without_out(argv: list[str]) -> list[str]:
+    """The command line minus ``--out PATH`` (where a file is written is not how it was made)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            out.append(a)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", required=True)
@@ -55,6 +72,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     train = data.load("fashion_mnist", "train", limit=args.limit)
+    val = data.load("fashion_mnist", "validation")
     test = data.load("fashion_mnist", "test")
     mean, std = jnp.asarray(train.mean), jnp.asarray(train.std)
     model = create_model(args.model, num_classes=10,
@@ -93,12 +111,12 @@ def main(argv=None):
         return jnp.argmax(model.apply({"params": params, "batch_stats": batch_stats},
                                       prep(x), train=False), -1)
 
-    def evaluate(params, batch_stats):
+    def evaluate(params, batch_stats, ds):
         correct = 0
-        for i in range(0, len(test.labels), 500):
-            correct += int(np.sum(np.asarray(predict(params, batch_stats, test.images[i:i + 500]))
-                                  == test.labels[i:i + 500]))
-        return correct / len(test.labels)
+        for i in range(0, len(ds.labels), 500):
+            correct += int(np.sum(np.asarray(predict(params, batch_stats, ds.images[i:i + 500]))
+                                  == ds.labels[i:i + 500]))
+        return correct / len(ds.labels)
 
     np_rng = np.random.default_rng(args.seed)
     t0 = time.time()
@@ -113,26 +131,31 @@ def main(argv=None):
                 params, batch_stats, opt_state, x, train.labels[idx])
             if s % 50 == 0:
                 bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(acc):.3f}")
-        acc = evaluate(params, batch_stats)
-        print(f"epoch {epoch + 1}: test accuracy {acc:.4f} ({time.time() - t0:.0f} s)", flush=True)
+        val_acc = evaluate(params, batch_stats, val)
+        print(f"epoch {epoch + 1}: validation accuracy {val_acc:.4f} ({time.time() - t0:.0f} s)",
+              flush=True)
+    train_seconds = round(time.time() - t0, 1)
+    acc = evaluate(params, batch_stats, test)  # the test split, once
 
     out = args.out or checkpoint.shipped(args.model)
     record = {
         "model": args.model,
         "dataset": "fashion_mnist",
-        "command": "python experiments/train.py " + " ".join(shlex.quote(a) for a in
-                                                             (argv or sys.argv[1:])),
+        "command": "python experiments/train.py " + " ".join(
+            shlex.quote(a) for a in _without_out(argv if argv is not None else sys.argv[1:])),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "weight_decay": args.weight_decay, "seed": args.seed,
+        "splits": data.split_ranges("fashion_mnist", limit=args.limit),
+        "float_validation_accuracy": val_acc, "validation_images": int(len(val.labels)),
         "float_test_accuracy": acc, "test_images": int(len(test.labels)),
-        "train_seconds": round(time.time() - t0, 1),
+        "train_seconds": train_seconds,
         **({"fine_tuned_from": {k: prior[k] for k in ("command", "epochs", "seed",
                                                        "float_test_accuracy", "sha256")
                                 if k in prior}} if prior else {}),
         "jax": jax.__version__,
     }
     path = checkpoint.save(out, {"params": params, "batch_stats": batch_stats}, record)
-    print(f"saved {path} (float test accuracy {acc:.4f})")
+    print(f"saved {path} (float validation accuracy {val_acc:.4f}, test {acc:.4f})")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,15 @@
 """Datasets: Fashion-MNIST built offline from local files, TFDS datasets, digits."""
 
-from redy_jax.data.loaders import DATASETS, Dataset, load, normalize
+from redy_jax.data.loaders import (
+    DATASETS,
+    SPLITS,
+    VALIDATION_IMAGES,
+    Dataset,
+    load,
+    normalize,
+    split_range,
+    split_ranges,
+)
 
-__all__ = ["DATASETS", "Dataset", "load", "normalize"]
+__all__ = ["DATASETS", "SPLITS", "VALIDATION_IMAGES", "Dataset", "load", "normalize",
+           "split_range", "split_ranges"]

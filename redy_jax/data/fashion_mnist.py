@@ -96,8 +96,12 @@ def read_split_files(split: str, directory: str | os.PathLike | None = None):
 class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
     """Fashion-MNIST (Xiao et al., 2017) prepared from local IDX files."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Built from Debian's dataset-fashion-mnist files."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Built from Debian's dataset-fashion-mnist files.",
+        "1.1.0": "Records keep the IDX files' order (no shuffling), so the validation "
+                 "split is the training file's images 55,000-59,999.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -109,6 +113,7 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
                 }
             ),
             supervised_keys=("image", "label"),
+            disable_shuffling=True,  # record i is IDX image i: splits are file ranges
             homepage="https://github.com/zalandoresearch/fashion-mnist",
         )
 

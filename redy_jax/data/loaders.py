@@ -24,6 +24,13 @@ _STATS = {
 }
 DATASETS = tuple(_STATS)
 
+# Validation split: the last images of each source training split, held out of
+# training (the shipped checkpoints never saw them) so that every choice (scales,
+# thresholds, lambda, bit allocations) can be made without touching the test split.
+# ``train`` is the source training split minus this tail.
+VALIDATION_IMAGES = {"fashion_mnist": 5000, "cifar10": 5000, "imagenet2012": 10000, "digits": 287}
+SPLITS = ("train", "validation", "test")
+
 
 class Dataset(NamedTuple):
     """A split in memory. ``images``: uint8 (N, H, W, C); ``labels``: int32 (N,)."""
@@ -51,9 +58,52 @@ def _fashion_mnist_builder(data_dir: Path):
     return builder
 
 
-def _source_to_numpy(source, limit: int | None, image_key="image", label_key="label"):
-    n = len(source) if limit is None else min(limit, len(source))
-    records = source.__getitems__(list(range(n)))
+def split_range(name: str, split: str, total: int) -> tuple[int, int]:
+    """[start, stop) of ``split`` inside its source split of ``total`` examples.
+
+    ``train`` and ``validation`` both come from the source training split (the
+    validation split is its last ``VALIDATION_IMAGES[name]`` examples); ``test`` is
+    the whole source test split (ImageNet's official validation split).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if split == "test":
+        return 0, total
+    held = VALIDATION_IMAGES[name]
+    if held >= total:
+        raise ValueError(f"dataset {name!r}: the source training split has {total} examples, "
+                         f"too few to hold out a validation split of {held}")
+    return (0, total - held) if split == "train" else (total - held, total)
+
+
+# Size of each source split, for the records of what a model was trained on.
+SOURCE_SIZES = {"fashion_mnist": {"train": 60000, "test": 10000},
+                "cifar10": {"train": 50000, "test": 10000},
+                "digits": {"train": 1437, "test": 360}}
+
+
+def split_ranges(name: str, limit: int | None = None) -> dict[str, dict]:
+    """The ``train``/``validation``/``test`` ranges of ``name`` in its source files.
+
+    Returns ``{split: {"source": "train"|"test", "start": i, "stop": j}}`` (``stop``
+    exclusive); ``limit`` shortens ``train`` as ``load(..., limit=limit)`` does.
+    """
+    sizes = SOURCE_SIZES[name]
+    out = {}
+    for split in SPLITS:
+        source = "test" if split == "test" else "train"
+        start, stop = split_range(name, split, sizes[source])
+        if split == "train" and limit is not None:
+            stop = min(stop, start + limit)
+        out[split] = {"source": source, "start": start, "stop": stop}
+    return out
+
+
+def _source_to_numpy(source, start: int, stop: int, limit: int | None,
+                     image_key="image", label_key="label"):
+    if limit is not None:
+        stop = min(stop, start + limit)
+    records = source.__getitems__(list(range(start, stop)))
     images = np.stack([np.asarray(r[image_key]) for r in records])
     labels = np.asarray([int(r[label_key]) for r in records], np.int32)
     if images.ndim == 3:
@@ -65,11 +115,16 @@ def _load_digits(split: str, limit: int | None):
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    # 8x8 images with values 0..16 -> uint8 0..255; deterministic 80/20 split.
+    # 8x8 images with values 0..16 -> uint8 0..255; deterministic 80/20 source split,
+    # the validation split is the tail of the 80%.
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     labels = d.target.astype(np.int32)
     cut = int(0.8 * len(labels))
-    sl = slice(0, cut) if split == "train" else slice(cut, None)
+    if split == "test":
+        sl = slice(cut, None)
+    else:
+        start, stop = split_range("digits", split, cut)
+        sl = slice(start, stop)
     images, labels = images[sl], labels[sl]
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -90,12 +145,16 @@ def load(
         which downloads); ``cifar10`` and ``imagenet2012`` use TFDS and must already
         be prepared in ``data_dir`` (or be downloadable); ``digits`` is sklearn's
         bundled 8x8 digits (a tiny real dataset, useful in tests).
-      split: ``train`` or ``test`` (``validation`` for imagenet2012).
+      split: ``train``, ``validation`` (held out of ``train``: the last
+        ``VALIDATION_IMAGES[name]`` images of the source training split) or ``test``
+        (for imagenet2012, TFDS's official ``validation`` split).
       limit: keep the first ``limit`` examples.
       data_dir: TFDS data directory (default ``$REDY_DATA_DIR`` or ``~/.cache/redy_jax``).
     """
     if name not in _STATS:
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
@@ -111,10 +170,16 @@ def load(
 
         if (source_dir() / "t10k-images-idx3-ubyte.gz").exists():
             builder = _fashion_mnist_builder(data_dir)
-            images, labels = _source_to_numpy(builder.as_data_source(split=split), limit)
+            source = builder.as_data_source(split="test" if split == "test" else "train")
+            start, stop = split_range(name, split, len(source))
+            images, labels = _source_to_numpy(source, start, stop, limit)
             return Dataset(name, split, images, labels, 10, mean, std)
-    tfds_split = "validation" if (name == "imagenet2012" and split == "test") else split
+    if split == "test":
+        tfds_split = "validation" if name == "imagenet2012" else "test"
+    else:
+        tfds_split = "train"
     source = tfds.data_source(name, split=tfds_split, data_dir=str(data_dir))
-    images, labels = _source_to_numpy(source, limit)
+    start, stop = split_range(name, split, len(source))
+    images, labels = _source_to_numpy(source, start, stop, limit)
     num_classes = 1000 if name == "imagenet2012" else 10
     return Dataset(name, split, images, labels, num_classes, mean, std)

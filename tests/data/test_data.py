@@ -52,7 +52,9 @@ def test_local_builder_on_a_stand_in(tmp_path, monkeypatch):
     assert ds.images.shape == (7, 28, 28, 1) and ds.images.dtype == np.uint8
     assert ds.labels.shape == (7,) and ds.num_classes == 10
     expected = read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
-    assert set(ds.labels.tolist()) <= set(expected.tolist())
+    assert ds.labels.tolist() == expected[:7].tolist()  # records keep the file order
+    with pytest.raises(ValueError, match="too few to hold out a validation split"):
+        data.load("fashion_mnist", "validation", data_dir=tmp_path / "tfds")
 
 
 def test_real_fashion_mnist_test_split():
@@ -63,9 +65,26 @@ def test_real_fashion_mnist_test_split():
     assert x.dtype == np.float32 and x.min() < 0 < x.max()
 
 
+def test_validation_split_is_the_training_file_tail_and_disjoint_from_train():
+    from redy_jax.data.fashion_mnist import read_split_files
+
+    images, labels = read_split_files("train")
+    tr, va = data.load("fashion_mnist", "train"), data.load("fashion_mnist", "validation")
+    assert len(tr.labels) == 55000 and len(va.labels) == data.VALIDATION_IMAGES["fashion_mnist"]
+    np.testing.assert_array_equal(va.images, images[55000:])
+    np.testing.assert_array_equal(va.labels, labels[55000:])
+    np.testing.assert_array_equal(tr.images[-3:], images[54997:55000])
+    r = data.split_ranges("fashion_mnist")
+    assert r["train"] == {"source": "train", "start": 0, "stop": 55000}
+    assert r["validation"] == {"source": "train", "start": 55000, "stop": 60000}
+    assert data.split_ranges("fashion_mnist", limit=100)["train"]["stop"] == 100
+
+
 def test_digits_is_a_tiny_real_dataset():
-    tr, te = data.load("digits", "train"), data.load("digits", "test")
-    assert tr.images.shape[1:] == (8, 8, 1) and len(tr.labels) + len(te.labels) == 1797
+    tr, va, te = (data.load("digits", s) for s in ("train", "validation", "test"))
+    assert tr.images.shape[1:] == (8, 8, 1)
+    assert len(tr.labels) + len(va.labels) + len(te.labels) == 1797
+    assert len(va.labels) == data.VALIDATION_IMAGES["digits"]
 
 
 def test_unknown_dataset_and_bad_limit():
@@ -73,3 +92,5 @@ def test_unknown_dataset_and_bad_limit():
         data.load("mnist_plus")
     with pytest.raises(ValueError, match="limit"):
         data.load("digits", limit=0)
+    with pytest.raises(ValueError, match="split must be one of"):
+        data.load("digits", "val")
