@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from timing import best_time
 
-from redy_jax.checkpoint import atomic_write_json
+from redy_jax.files import atomic_write_json
 from redy_jax.hw import isaac
 from redy_jax.xbar import crossbar_matmul, tile
 

@@ -27,9 +27,9 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/results/gpu_check.json")
     args = p.parse_args(argv)
     import redy_jax as rj
-    from redy_jax.checkpoint import atomic_write_json
+    from redy_jax.files import atomic_write_json
     from redy_jax.policy import Static
-    from redy_jax.runner import setup
+    from redy_jax.study import setup
 
     checks = {}
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from redy_jax.checkpoint import atomic_write_json
+from redy_jax.files import atomic_write_json
 from redy_jax.hw import isaac
 from redy_jax.models import ResNet50
 from redy_jax.policy import PolicyMap, Static

@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import psutil
 from timing import best_times
 
-from redy_jax.checkpoint import atomic_write_json
+from redy_jax.files import atomic_write_json
 from redy_jax.hw import isaac
 from redy_jax.models import ResNet18, load_checkpoint
-from redy_jax.policy import Float, LeadingZeroSkip, PolicyMap, Static
-from redy_jax.policy.redy import ReDy, redy_policy_map, thresholds_from_scale
+from redy_jax.policy import Float, LeadingZeroSkip, PolicyMap, ReDy, Static, thresholds_from_scale
 from redy_jax.simulate import calibrate, simulate_fn
+from redy_jax.thresholds import read_thresholds, redy_policy_map
 
 
 def bench(model, variables, x, cal, policies: dict, repeats: int,
@@ -103,9 +103,9 @@ def main(argv=None):
     policies = {"static": PolicyMap(default=Static()),
                 "lzs": PolicyMap(default=LeadingZeroSkip())}
     try:
-        from redy_jax.policy.redy import default_thresholds_path, read_thresholds
+        from redy_jax.study import default_thresholds_path
 
-        policies["redy"] = redy_policy_map(thresholds=read_thresholds(
+        policies["redy"] = redy_policy_map(read_thresholds(
             default_thresholds_path("resnet20", "window")))
     except FileNotFoundError:
         pass

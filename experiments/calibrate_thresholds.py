@@ -5,7 +5,7 @@
 
 Static scales come from train[0:1000]; thresholds from train[1000:1000+images]: the
 largest global aggressiveness whose accuracy stays within ``target_loss`` of static
-8-bit on those images (``redy_jax.policy.calibrate.calibrate_thresholds``). Writes
+8-bit on those images (``redy_jax.thresholds.calibrate_thresholds``). Writes
 ``checkpoints/<model>_fashion_mnist.redy_<granularity>.json`` atomically, with the
 search trace as provenance. Never touches the test split.
 """
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from redy_jax.policy.calibrate import calibrate_thresholds
-from redy_jax.policy.redy import default_thresholds_path
-from redy_jax.runner import setup
+from redy_jax.study import calibrate_setup_thresholds, default_thresholds_path, setup
+from redy_jax.thresholds import write_thresholds
 
 
 def main(argv=None):
@@ -30,8 +29,9 @@ def main(argv=None):
     s = setup(args.model, limit=1)  # the test split is not used here
     for g in args.granularity:
         out = default_thresholds_path(args.model, g)
-        r = calibrate_thresholds(s, granularity=g, target_loss=args.target_loss,
-                                 images=args.images, out=out, progress=True)
+        r = calibrate_setup_thresholds(s, granularity=g, target_loss=args.target_loss,
+                                       images=args.images, progress=True)
+        write_thresholds(out, r["layers"], r["config"], r["provenance"])
         c = r["provenance"]["chosen"] or {}
         print(f"{args.model} {g}: log2 c = {c.get('log2_c')}, calibration accuracy "
               f"{c.get('accuracy')} (static {r['provenance']['static_accuracy']}), "

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from redy_jax.checkpoint import CHECKPOINT_DIR, atomic_write_bytes
+from redy_jax.checkpoint import CHECKPOINT_DIR
+from redy_jax.files import atomic_write_bytes
 
 HEADER = """# Shipped checkpoints
 

@@ -30,12 +30,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from redy_jax.checkpoint import atomic_write_bytes, atomic_write_json, shipped
+from redy_jax.checkpoint import shipped
+from redy_jax.files import atomic_write_bytes, atomic_write_json, write_csv
 from redy_jax.hw import get_preset
 from redy_jax.models import IMAGENET_MODELS, SMALL_MODELS, create_model
-from redy_jax.policy.redy import default_thresholds_path, read_thresholds, redy_policy_map
-from redy_jax.report import plot_breakdown, save_figure, write_csv
-from redy_jax.runner import run_policy, setup
+from redy_jax.plots import plot_breakdown, save_figure
+from redy_jax.study import default_thresholds_path, run_policy, setup
+from redy_jax.thresholds import read_thresholds, redy_policy_map
 
 KEEP = ("model", "policy", "granularity", "images", "accuracy", "energy_pj_per_image",
         "adc_conversions_per_image", "mean_streamed_bits", "breakdown_pj", "cycles_per_image",
@@ -183,7 +184,7 @@ def sensitivity(cells: Cells, model: str, limit: int, grid: dict, out: Path) -> 
                 # Size the ADC so the crossbar stays exact (as ISAAC does at 128 rows).
                 over["adc_bits"] = max(spec0.min_exact_adc_bits(), 4)
                 s = setup(model, limit=limit, spec_overrides=over)
-                pol = redy_policy_map(thresholds=thr, **({"n_min": v} if param == "n_min"
+                pol = redy_policy_map(thr, **({"n_min": v} if param == "n_min"
                                                          else {}))
                 st = run_policy(s, "static", progress=False)
                 rd = run_policy(s, "redy", policy=pol, progress=False)

@@ -8,7 +8,7 @@ once, at the end; the record names all three ranges.
 
 SGD with Nesterov momentum, one-cycle cosine learning rate, weight decay,
 random-shift + horizontal-flip augmentation. Kernel gradients use
-``redy_jax.models.fast_grad.fast_conv`` (same values, faster on XLA:CPU).
+``redy_jax.training.fast_conv`` (same values, faster on XLA:CPU).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from redy_jax import checkpoint, data
 from redy_jax.models import create_model
-from redy_jax.models.fast_grad import fast_conv
+from redy_jax.training import fast_conv
 
 
 def augment(rng: np.random.Generator, x: np.ndarray, pad: int = 2) -> np.ndarray:

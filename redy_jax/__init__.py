@@ -2,18 +2,22 @@
 
 The package re-exports its main entry points; see the subpackages for the rest:
 ``hw`` (specs, presets, ADC energy), ``xbar`` (bit-serial crossbar engine),
-``energy`` (counts -> pJ), ``models`` (Flax zoo), ``data`` (datasets).
+``quant`` (activation quantisers), ``policy`` (precision policies), ``energy``
+(counts -> pJ, reports), ``models`` (Flax zoo), ``data`` (datasets).
 """
 
-from redy_jax.energy import energy_breakdown, total_energy_pj
+from redy_jax.energy import Report, energy_breakdown, total_energy_pj
 from redy_jax.hw import HardwareSpec, derived_figures, get_preset, isaac, isaac_16bit
 from redy_jax.simulate import calibrate, evaluate, evaluate_dataset
+from redy_jax.thresholds import calibrate_thresholds, read_thresholds, redy_policy_map
+from redy_jax.tune import TuneConfig, tune_thresholds
 from redy_jax.xbar import Counts, crossbar_matmul
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Counts", "HardwareSpec", "calibrate", "crossbar_matmul", "derived_figures",
-    "energy_breakdown", "evaluate", "evaluate_dataset", "get_preset", "isaac", "isaac_16bit",
-    "total_energy_pj",
+    "Counts", "HardwareSpec", "Report", "TuneConfig", "calibrate", "calibrate_thresholds",
+    "crossbar_matmul", "derived_figures", "energy_breakdown", "evaluate", "evaluate_dataset",
+    "get_preset", "isaac", "isaac_16bit", "read_thresholds", "redy_policy_map",
+    "total_energy_pj", "tune_thresholds",
 ]

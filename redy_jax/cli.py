@@ -1,8 +1,16 @@
-"""The ``redy`` command line: ``redy spec``, ``redy evaluate``."""
+"""The ``redy`` command line: ``redy spec``, ``evaluate``, ``compare``, ``tune``.
+
+Commands import the library inside their bodies, so ``--help`` and option errors come
+back in a fraction of a second instead of after loading JAX.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
+import typing
 from typing import Annotated
 
 import typer
@@ -100,105 +108,121 @@ def _print_result(res: dict) -> None:
 ModelOpt = Annotated[str, typer.Option("--model", help="zoo model: lenet5, resnet20, vgg8, "
                                        "mobilenetv2")]
 CkptOpt = Annotated[str | None, typer.Option(help="checkpoint .msgpack (default: shipped)")]
-DataOpt = Annotated[str, typer.Option(help="dataset (fashion_mnist, cifar10, digits)")]
 LimitOpt = Annotated[int | None, typer.Option(help="evaluate the first N test images")]
-BatchOpt = Annotated[int, typer.Option(help="images per jitted batch")]
-PresetOpt = Annotated[str, typer.Option(help="hardware preset")]
-ModeOpt = Annotated[str, typer.Option(help="auto | exact | faithful")]
-GranOpt = Annotated[str, typer.Option(help="ReDy/LZS group: window | channel")]
 CalibOpt = Annotated[int, typer.Option(help="training images used for calibration")]
-ThrOpt = Annotated[str | None, typer.Option(help="ReDy thresholds JSON file")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="spec override")]
-TunedOpt = Annotated[bool, typer.Option(help="use the shipped tuned thresholds")]
+GranOpt = Annotated[str, typer.Option(help="ReDy/LZS group: window | channel")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 
 
-def _setup(model, checkpoint, dataset, limit, preset, set_, calib_images):
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The options every evaluating command shares (one definition each)."""
+
+    model: ModelOpt = "resnet20"
+    checkpoint: CkptOpt = None
+    dataset: Annotated[str, typer.Option(help="dataset (fashion_mnist, cifar10, digits)")] = \
+        "fashion_mnist"
+    limit: LimitOpt = None
+    batch_size: Annotated[int, typer.Option(help="images per jitted batch")] = 250
+    preset: Annotated[str, typer.Option(help="hardware preset")] = "isaac"
+    set_: Annotated[list[str] | None, typer.Option("--set", help="spec override: "
+                                                   "--set adc_bits=6")] = None
+    mode: Annotated[str, typer.Option(help="auto | exact | faithful")] = "auto"
+    granularity: GranOpt = "window"
+    thresholds: Annotated[str | None, typer.Option(help="ReDy thresholds JSON file")] = None
+    tuned: Annotated[bool, typer.Option(help="use the shipped tuned thresholds")] = False
+    calib_images: CalibOpt = 1000
+    as_json: JsonOpt = False
+
+
+def with_run_options(fn):
+    """Gives a command the :class:`RunOptions` parameters, passed to it as ``opts``."""
+    fields = dataclasses.fields(RunOptions)
+    hints = {**typing.get_type_hints(RunOptions, include_extras=True),
+             **typing.get_type_hints(fn, include_extras=True)}
+    own = [p.replace(annotation=hints[p.name])
+           for p in inspect.signature(fn).parameters.values() if p.name != "opts"]
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                annotation=hints[f.name]) for f in fields]
+
+    @functools.wraps(fn)
+    def command(**kw):
+        opts = RunOptions(**{f.name: kw.pop(f.name) for f in fields})
+        return fn(opts=opts, **kw)
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}  # for get_type_hints
+    del command.__wrapped__  # typer must read the new signature, not fn's
+    return command
+
+
+def _setup(o: RunOptions):
     from redy_jax.checkpoint import CheckpointError
-    from redy_jax.runner import setup
+    from redy_jax.study import setup
 
     try:
-        return setup(model, checkpoint=checkpoint, dataset=dataset, limit=limit, preset=preset,
-                     spec_overrides=_overrides(set_), calib_images=calib_images)
+        return setup(o.model, checkpoint=o.checkpoint, dataset=o.dataset, limit=o.limit,
+                     preset=o.preset, spec_overrides=_overrides(o.set_),
+                     calib_images=o.calib_images)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
 
 
+def _run(s, o: RunOptions, policy: str) -> dict:
+    from redy_jax.study import load_thresholds, run_policy
+
+    thr = load_thresholds(s, o.thresholds, o.tuned) if policy == "redy" else None
+    return run_policy(s, policy, batch_size=o.batch_size, mode=o.mode,
+                      granularity=o.granularity, thresholds=thr, progress=not o.as_json)
+
+
 @app.command()
+@with_run_options
 def evaluate(
-    model: ModelOpt = "resnet20",
-    checkpoint: CkptOpt = None,
-    dataset: DataOpt = "fashion_mnist",
-    limit: LimitOpt = None,
-    batch_size: BatchOpt = 250,
     policy: Annotated[str, typer.Option(help="float | static | lzs | redy")] = "static",
-    preset: PresetOpt = "isaac",
-    set_: SetOpt = None,
-    mode: ModeOpt = "auto",
-    granularity: GranOpt = "window",
-    thresholds: ThrOpt = None,
-    tuned: TunedOpt = False,
-    calib_images: CalibOpt = 1000,
-    as_json: JsonOpt = False,
+    *, opts: RunOptions,
 ):
     """Accuracy and energy of a (shipped) checkpoint under one precision policy."""
-    from redy_jax.runner import POLICY_NAMES, load_thresholds, run_policy
+    from redy_jax.study import POLICY_NAMES
 
     if policy not in POLICY_NAMES:
         raise typer.BadParameter(f"--policy must be one of {POLICY_NAMES}, got {policy!r}")
-    s = _setup(model, checkpoint, dataset, limit, preset, set_, calib_images)
-    thr = load_thresholds(s, thresholds, tuned) if policy == "redy" else None
-    res = run_policy(s, policy, batch_size=batch_size, mode=mode, granularity=granularity,
-                     thresholds=thr, progress=not as_json)
+    s = _setup(opts)
+    res = _run(s, opts, policy)
     res["calibration"] = s.calibration.to_dict()
-    if as_json:
+    if opts.as_json:
         typer.echo(json.dumps(res, indent=2))
     else:
         _print_result(res)
 
 
 @app.command()
+@with_run_options
 def compare(
-    model: ModelOpt = "resnet20",
-    checkpoint: CkptOpt = None,
-    dataset: DataOpt = "fashion_mnist",
-    limit: LimitOpt = None,
-    batch_size: BatchOpt = 250,
     policies: Annotated[str, typer.Option(help="comma-separated policies")] = "static,redy",
-    preset: PresetOpt = "isaac",
-    set_: SetOpt = None,
-    mode: ModeOpt = "auto",
-    granularity: GranOpt = "window",
-    thresholds: ThrOpt = None,
-    tuned: TunedOpt = False,
-    calib_images: CalibOpt = 1000,
-    as_json: JsonOpt = False,
+    *, opts: RunOptions,
 ):
     """Several policies on the same checkpoint, images and calibration, with savings."""
-    from redy_jax.runner import POLICY_NAMES, load_thresholds, run_policy
+    from redy_jax.study import POLICY_NAMES
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
     for p in names:
         if p not in POLICY_NAMES:
             raise typer.BadParameter(f"--policies: {p!r} is not one of {POLICY_NAMES}")
-    s = _setup(model, checkpoint, dataset, limit, preset, set_, calib_images)
-    results = []
-    for p in names:
-        thr = load_thresholds(s, thresholds, tuned) if p == "redy" else None
-        results.append(run_policy(s, p, batch_size=batch_size, mode=mode,
-                                  granularity=granularity, thresholds=thr,
-                                  progress=not as_json))
+    s = _setup(opts)
+    results = [_run(s, opts, p) for p in names]
     base = next((r for r in results if r["policy"] == "static"), None)
     for r in results:
         if base is not None and r["policy"] != "float":
             r["saving_vs_static"] = 1 - r["energy_pj_per_image"] / base["energy_pj_per_image"]
             r["accuracy_delta_vs_static"] = r["accuracy"] - base["accuracy"]
-    if as_json:
-        typer.echo(json.dumps({"model": model, "results": results}, indent=2))
+    if opts.as_json:
+        typer.echo(json.dumps({"model": opts.model, "results": results}, indent=2))
         return
-    typer.echo(f"{model} on {results[0]['images']} {dataset} test images, preset {preset}, "
-               f"mode {mode}")
+    typer.echo(f"{opts.model} on {results[0]['images']} {opts.dataset} test images, preset "
+               f"{opts.preset}, mode {opts.mode}")
     rows = []
     for r in results:
         e = r.get("energy_pj_per_image")
@@ -232,12 +256,14 @@ def tune(
     seed: Annotated[int, typer.Option(help="batch order seed")] = 0,
 ):
     """Tune ReDy thresholds with optax (train split), evaluate on the test split."""
-    from redy_jax.policy.redy import default_thresholds_path, read_thresholds
-    from redy_jax.tune import TuneConfig, evaluate_thresholds, sweep, tune_thresholds
+    from redy_jax.study import default_thresholds_path
+    from redy_jax.thresholds import read_thresholds
+    from redy_jax.tune import TuneConfig, evaluate_thresholds, sweep, tune_setup
 
     if (lam is None) == (sweep_ is None):
         raise typer.BadParameter("give exactly one of --lambda L or --sweep L1,L2,...")
-    s = _setup(model, checkpoint, "fashion_mnist", limit, "isaac", None, calib_images)
+    s = _setup(RunOptions(model=model, checkpoint=checkpoint, limit=limit,
+                          calib_images=calib_images))
     if init is None:
         path = default_thresholds_path(model, granularity)
         if not path.exists():
@@ -247,10 +273,10 @@ def tune(
         init = str(path)
     start = read_thresholds(init)
     cfg = TuneConfig(lam=lam or 0.0, steps=steps, batch_size=batch_size, lr=lr,
-                     temperature=temperature, images=tune_images, seed=seed)
+                     temperature=temperature, seed=seed)
     if sweep_ is not None:
         lambdas = [float(v) for v in sweep_.split(",") if v.strip()]
-        res = sweep(s, start, lambdas, cfg, out)
+        res = sweep(s, start, lambdas, cfg, out, images=tune_images)
         rows = [["static", "-", f"{res['static']['accuracy']:.4f}", "1.000", "-"],
                 ["calibrated", "-", f"{res['calibrated']['accuracy']:.4f}",
                  f"{1 - res['calibrated']['saving']:.3f}", f"{res['calibrated']['saving']:.1%}"]]
@@ -259,7 +285,7 @@ def tune(
         typer.echo(_fmt_table(rows, ["thresholds", "lambda", "accuracy", "energy", "saving"]))
         typer.echo(f"Pareto front: {out}/pareto.json, pareto.csv, pareto.png")
         return
-    r = tune_thresholds(s, start, cfg, out_dir=out)
+    r = tune_setup(s, start, cfg, images=tune_images, out_dir=out)
     ev = evaluate_thresholds(s, r)
     typer.echo(f"tuned thresholds: {out}/thresholds.json")
     typer.echo(f"test accuracy {ev['accuracy']:.4f}, energy {ev['energy_pj_per_image'] / 1e6:.3f}"

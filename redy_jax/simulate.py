@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -18,19 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from redy_jax.energy.breakdown import COMPONENTS, energy_breakdown, mapped_area_mm2
+from redy_jax.energy.report import Report
 from redy_jax.hw.spec import HardwareSpec
 from redy_jax.integrate.intercept import crossbar_interceptor, observe_interceptor
-from redy_jax.integrate.layers import LayerInfo, LayerRecord
-from redy_jax.policy.base import Float, PolicyMap, as_policy_map
-from redy_jax.quant.activations import (
-    CALIBRATION_METHODS,
-    CLIP_GRID,
-    Calibration,
-    fake_quant_error,
-    make_quant,
-)
-from redy_jax.xbar.engine import COUNT_FIELDS, MODES
+from redy_jax.policy.map import PolicyMap, as_policy_map
+from redy_jax.quant.activations import CALIBRATION_METHODS, Calibration, fake_quant_error
+from redy_jax.quant.calibration import candidate_ranges, fit_calibration
+from redy_jax.xbar.engine import MODES
+from redy_jax.xbar.layer import LayerInfo, LayerRecord
 
 
 def _check_images(images) -> None:
@@ -119,40 +114,42 @@ def calibrate(model: nn.Module, variables, images, spec: HardwareSpec, *, method
     lo = {p: min(float(s[p][0]) for s in stats) for p in stats[0]}
     hi = {p: max(float(s[p][1]) for s in stats) for p in stats[0]}
     sign_bit = spec.signed_encoding == "sign_bit"
-    frac = {p: 1.0 for p in lo}
+    total = None
     if method == "mse":
-        grid = jnp.asarray(CLIP_GRID, jnp.float32)
-
-        def candidates(p):
-            lo_p, hi_p = min(lo[p], 0.0), max(hi[p], 0.0)
-            if sign_bit and lo_p < 0:
-                m = max(-lo_p, hi_p)
-                lo_p, hi_p = -m, m
-            return grid * lo_p, grid * hi_p
-
-        cand = {p: candidates(p) for p in lo}
+        cand = {p: candidate_ranges(lo[p], hi[p], sign_bit) for p in lo}
         sse = observed(lambda p, a, c: fake_quant_error(a, c[p][0], c[p][1], spec.act_bits))
-        total = None
         for b in batches:
             e = jax.device_get(sse(variables, b, cand))
             total = e if total is None else {p: total[p] + e[p] for p in total}
-        frac = {p: CLIP_GRID[int(np.argmin(total[p]))] for p in total}
-    layers = {p: make_quant(lo[p] * frac[p], hi[p] * frac[p], spec.act_bits, sign_bit)
-              for p in lo}
-    return Calibration(layers=layers, method=method, images=len(images), act_bits=spec.act_bits)
+    return fit_calibration(lo, hi, spec.act_bits, sign_bit=sign_bit, method=method,
+                           images=len(images), sse=total)
 
 
 # ---------------------------------------------------------------- the pass
+class Traces:
+    """What tracing a pass learns: the static :class:`LayerInfo` of every mapped layer
+    for each input shape (images without the batch axis), and how often it was traced
+    (compiled): once per input shape and batch size."""
+
+    def __init__(self):
+        self.by_shape: dict[tuple, dict[str, LayerInfo]] = {}
+        self.count = 0
+
+    def layers(self, image_shape) -> dict[str, LayerInfo]:
+        """The layers of the pass for images of ``image_shape`` (without the batch)."""
+        return self.by_shape[tuple(image_shape)]
+
+
 @functools.lru_cache(maxsize=64)
 def simulate_fn(model: nn.Module, spec: HardwareSpec, calibration: Calibration, mode: str,
                 ste: bool = False):
     """The jitted pass ``(variables, policy_map, images) -> (logits, records)`` and the
-    dict of static :class:`LayerInfo` it fills when traced. Cached per configuration,
-    compiled once per input shape. ``ste``: straight-through gradients through every
-    simulated layer (forward values unchanged), for gradient-based tuning."""
+    :class:`Traces` it fills when traced. Cached per configuration, compiled once per
+    input shape. ``ste``: straight-through gradients through every simulated layer
+    (forward values unchanged), for gradient-based tuning."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    infos: dict[str, LayerInfo] = {}
+    traces = Traces()
 
     @jax.jit
     def run(variables, policies: PolicyMap, images):
@@ -161,113 +158,11 @@ def simulate_fn(model: nn.Module, spec: HardwareSpec, calibration: Calibration, 
         with nn.intercept_methods(crossbar_interceptor(records, layer_infos, calibration,
                                                        policies, spec, mode, ste)):
             logits = _apply(model, variables, images)
-        infos.clear()
-        infos.update(layer_infos)
+        traces.by_shape[tuple(images.shape[1:])] = layer_infos
+        traces.count += 1
         return logits, records
 
-    return run, infos
-
-
-@dataclasses.dataclass
-class LayerSummary:
-    """Totals of one layer over ``images`` images (exact Python ints)."""
-
-    info: LayerInfo
-    counts: dict[str, int]
-    nt_hist: np.ndarray
-    images: int
-
-
-@dataclasses.dataclass
-class Report:
-    """Per-layer and total event counts and energy for a set of images."""
-
-    spec: HardwareSpec
-    images: int
-    layers: dict[str, LayerSummary]
-
-    @classmethod
-    def from_records(cls, records: Mapping[str, LayerRecord], infos: Mapping[str, LayerInfo],
-                     spec: HardwareSpec, images: int, valid: np.ndarray | None = None) -> Report:
-        layers = {}
-        for path, rec in records.items():
-            counts = {}
-            for f in COUNT_FIELDS:
-                a = np.asarray(getattr(rec.counts, f), np.int64)
-                counts[f] = int(a[valid].sum() if valid is not None else a.sum())
-            layers[path] = LayerSummary(infos[path], counts, np.asarray(rec.nt_hist, np.int64),
-                                        images)
-        return cls(spec, images, layers)
-
-    def merge(self, other: Report) -> Report:
-        if not self.layers:
-            return other
-        layers = {}
-        for p, a in self.layers.items():
-            b = other.layers[p]
-            layers[p] = LayerSummary(a.info, {k: a.counts[k] + b.counts[k] for k in a.counts},
-                                     a.nt_hist + b.nt_hist, a.images + b.images)
-        return Report(self.spec, self.images + other.images, layers)
-
-    # ---- derived figures (per image) ----
-    def layer_energy_pj(self, path: str) -> dict[str, float]:
-        s = self.layers[path]
-        return {k: v / self.images for k, v in energy_breakdown(s.counts, self.spec).items()}
-
-    def breakdown_pj(self) -> dict[str, float]:
-        total = dict.fromkeys(COMPONENTS, 0.0)
-        for p in self.layers:
-            for k, v in self.layer_energy_pj(p).items():
-                total[k] += v
-        return total
-
-    def energy_pj_per_image(self) -> float:
-        return sum(self.breakdown_pj().values())
-
-    def per_image(self, field: str) -> float:
-        return sum(s.counts[field] for s in self.layers.values()) / max(self.images, 1)
-
-    def mean_streamed_bits(self) -> float:
-        bits = sum(s.counts["streamed_bits"] for s in self.layers.values())
-        acts = sum(s.counts["activations"] for s in self.layers.values())
-        return bits / max(acts, 1)
-
-    def crossbars(self) -> int:
-        return sum(s.info.crossbars for s in self.layers.values())
-
-    def area_mm2(self) -> float:
-        return mapped_area_mm2(self.crossbars(), self.spec)
-
-    def layer_dict(self, path: str) -> dict[str, Any]:
-        s = self.layers[path]
-        e = self.layer_energy_pj(path)
-        return {
-            "kind": s.info.kind, "k": s.info.k, "n": s.info.n, "groups": s.info.groups,
-            "crossbars": s.info.crossbars, "macs_per_image": s.info.macs_per_image,
-            "counts_per_image": {k: v / self.images for k, v in s.counts.items()},
-            "energy_pj_per_image": sum(e.values()),
-            "breakdown_pj": e,
-            "mean_streamed_bits": s.counts["streamed_bits"] / max(s.counts["activations"], 1),
-            "cycles_per_image": s.counts["cycles"] / self.images,
-            "latency_ns_per_image": s.counts["cycles"] / self.images * self.spec.t_read_ns,
-            "nt_hist": s.nt_hist.tolist(),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "images": self.images,
-            "energy_pj_per_image": self.energy_pj_per_image(),
-            "breakdown_pj": self.breakdown_pj(),
-            "adc_conversions_per_image": self.per_image("adc_conversions"),
-            "xbar_reads_per_image": self.per_image("xbar_reads"),
-            "cycles_per_image": self.per_image("cycles"),
-            "latency_us_per_image": self.per_image("cycles") * self.spec.t_read_ns / 1e3,
-            "adc_saturations_per_image": self.per_image("adc_saturations"),
-            "mean_streamed_bits": self.mean_streamed_bits(),
-            "crossbars": self.crossbars(),
-            "area_mm2": self.area_mm2(),
-            "layers": {p: self.layer_dict(p) for p in self.layers},
-        }
+    return run, traces
 
 
 def data_sharding(n_devices: int | None = None):
@@ -292,7 +187,7 @@ def _calibration_or_none(calibration: Calibration | None, policies: PolicyMap,
                          spec: HardwareSpec) -> Calibration:
     if calibration is not None:
         return calibration
-    if not (isinstance(policies.default, Float) and not policies.rules):
+    if policies.default.crossbar or policies.rules:
         raise ValueError("calibration is required for crossbar policies: pass "
                          "calibration=redy_jax.calibrate(model, variables, calib_images, spec)")
     return Calibration(layers={}, method="none", images=0, act_bits=spec.act_bits)
@@ -323,13 +218,15 @@ def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,
     _check_images(images)
     _check_fits(model, variables, images)
     policies = as_policy_map(policy)
-    run, infos = simulate_fn(model, spec, _calibration_or_none(calibration, policies, spec), mode)
+    run, traces = simulate_fn(model, spec, _calibration_or_none(calibration, policies, spec),
+                              mode)
     sharding = data_sharding() if shard else None
     if sharding is not None and images.shape[0] % len(sharding.mesh.devices.flat):
         sharding = None
     logits, records = run(variables, policies, _shard(np.asarray(images, np.float32), sharding))
     _raise_nonfinite(records)
-    return logits, Report.from_records(records, infos, spec, int(images.shape[0]))
+    return logits, Report.from_records(records, traces.layers(images.shape[1:]), spec,
+                                       int(images.shape[0]))
 
 
 def _raise_nonfinite(records) -> None:
@@ -373,7 +270,8 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
         d = len(sharding.mesh.devices.flat)
         batch_size = -(-batch_size // d) * d
     policies = as_policy_map(policy)
-    run, infos = simulate_fn(model, spec, _calibration_or_none(calibration, policies, spec), mode)
+    run, traces = simulate_fn(model, spec, _calibration_or_none(calibration, policies, spec),
+                              mode)
     report, correct = None, 0
     # disable=None: shown on a terminal only, so logs and pipes stay readable.
     bar = tqdm(total=n, desc=desc, unit="img", disable=None if progress else True, leave=False)
@@ -388,7 +286,8 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
         _raise_nonfinite(records)
         valid = np.arange(batch_size) < m
         correct += int(np.sum(np.argmax(np.asarray(logits)[:m], -1) == y))
-        batch_report = Report.from_records(records, infos, spec, m, valid)
+        batch_report = Report.from_records(records, traces.layers(x.shape[1:]), spec, m,
+                                           valid)
         report = batch_report if report is None else report.merge(batch_report)
         bar.update(m)
         bar.set_postfix(acc=f"{correct / (start + m):.4f}")
@@ -396,5 +295,5 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
     return DatasetResult(accuracy=correct / n, report=report, images=n, correct=correct)
 
 
-__all__ = ["DatasetResult", "Report", "calibrate", "data_sharding", "evaluate",
-           "evaluate_dataset", "simulate_fn"]
+__all__ = ["DatasetResult", "Traces", "calibrate", "data_sharding", "evaluate", "evaluate_dataset",
+           "simulate_fn"]

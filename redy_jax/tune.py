@@ -1,15 +1,16 @@
 """Differentiable tuning of ReDy's per-layer thresholds with optax.
 
 Only the thresholds move (network weights are frozen). Parameters are the log2 of
-each conv layer's ascending thresholds; the loss on *training* images is
+each conv layer's ascending thresholds; the loss on labelled tuning images (training
+or validation data, never the test split) is
 
     cross-entropy(logits) + lambda * energy / static-8-bit energy
 
-through ReDy's straight-through relaxation (``ReDy.relaxed``): the forward pass is
-the hard rule, gradients are those of the expectation under logistic threshold
-noise. After every step the thresholds are projected back to their valid range
-(sorted ascending, clipped to [2^-8, 2^12] codes). Tuned thresholds are then
-evaluated with the hard rule on the held-out test split.
+through ReDy's straight-through relaxation (``ReDy.plan``): the forward pass is the
+hard rule, gradients are those of the expectation under logistic threshold noise.
+After every step the thresholds are projected back to their valid range (sorted
+ascending, clipped to [2^-8, 2^12] codes). Tuned thresholds are then evaluated with
+the hard rule on held-out images.
 
 State (step, parameters, optax state, history) is saved atomically every
 ``save_every`` steps, so an interrupted run resumes from the same step with the same
@@ -30,11 +31,15 @@ import numpy as np
 import optax
 
 from redy_jax import data
-from redy_jax.checkpoint import atomic_write_bytes, atomic_write_json
 from redy_jax.energy.breakdown import energy_breakdown
-from redy_jax.policy.base import PolicyMap, Static
-from redy_jax.policy.redy import read_thresholds, redy_policy_map, write_thresholds
+from redy_jax.files import atomic_write_bytes, atomic_write_json, write_csv
+from redy_jax.hw.spec import HardwareSpec
+from redy_jax.policy.map import PolicyMap
+from redy_jax.policy.static import Static
+from redy_jax.quant.activations import Calibration
 from redy_jax.simulate import evaluate_dataset, simulate_fn
+from redy_jax.study import run_policy
+from redy_jax.thresholds import ThresholdSet, read_thresholds, redy_policy_map, write_thresholds
 
 LOG2_RANGE = (-8.0, 12.0)
 
@@ -49,8 +54,6 @@ class TuneConfig:
     """Adam learning rate on log2 thresholds (octaves per step)."""
     temperature: float = 0.5
     """Relaxation temperature in octaves."""
-    images: int = 2048
-    """Training images used for tuning (after the static-calibration images)."""
     seed: int = 0
     save_every: int = 10
 
@@ -67,41 +70,45 @@ def _project(log_thr: dict) -> dict:
     return {k: jnp.clip(jnp.sort(v), *LOG2_RANGE) for k, v in log_thr.items()}
 
 
-def tune_thresholds(s, init: dict, cfg: TuneConfig, *, out_dir=None, progress: bool = True,
-                    stop_after: int | None = None) -> dict[str, Any]:
-    """Tunes ReDy thresholds for ``s`` (a :class:`redy_jax.runner.Setup`).
+def tune_thresholds(model, variables, images, labels, spec: HardwareSpec,
+                    calibration: Calibration, *, init: ThresholdSet,
+                    config: TuneConfig = TuneConfig(), out_dir=None, progress: bool = True,
+                    stop_after: int | None = None,
+                    provenance: dict | None = None) -> dict[str, Any]:
+    """Tunes ReDy thresholds of ``model`` on labelled ``images`` (float model inputs).
 
     Args:
-      init: a thresholds set (``{"config": ..., "layers": {path: [thr...]}}``), e.g. the
-        hand-calibrated defaults.
+      init: the starting threshold set (``{"config": ..., "layers": {path: [thr...]}}``),
+        e.g. from :func:`redy_jax.thresholds.calibrate_thresholds`.
+      config: the optimisation settings.
       out_dir: where ``state.msgpack`` (resumable) and ``thresholds.json`` go.
       stop_after: stop (as if interrupted) after this many steps of this call.
+      provenance: extra fields recorded in the written thresholds file.
     Returns:
-      ``{"thresholds": set, "history": [...], "static_energy_pj": ...}``.
+      ``{"config", "layers", "history", "static_energy_pj", "finished"}``: a threshold
+      set plus the optimisation history.
     """
     from tqdm.auto import tqdm
 
+    cfg = config
     out_dir = Path(out_dir) if out_dir is not None else None
     gran = init.get("config", {}).get("granularity", "window")
-    offset = s.calibration.images
-    train = data.load(s.dataset, "train", limit=offset + cfg.images)
-    x_all = data.normalize(train.images[offset:], train.mean, train.std)
-    y_all = train.labels[offset:]
-    run, _ = simulate_fn(s.model, s.spec, s.calibration, "exact", ste=True)
+    x_all, y_all = np.asarray(images, np.float32), np.asarray(labels)
+    run, _ = simulate_fn(model, spec, calibration, "exact", ste=True)
 
     def policies(log_thr, temperature):
         layers = {k: 2.0 ** v for k, v in log_thr.items()}
-        return redy_policy_map(thresholds={"config": init.get("config", {}), "layers": layers},
+        return redy_policy_map({"config": init.get("config", {}), "layers": layers},
                                granularity=gran, temperature=temperature)
 
     # Static 8-bit energy per image of the tuning images: the normaliser.
-    _, rec0 = run(s.variables, PolicyMap(default=Static()), jnp.asarray(x_all[:cfg.batch_size]))
-    e_static = float(_energy_per_image(rec0, s.spec))
+    _, rec0 = run(variables, PolicyMap(default=Static()), jnp.asarray(x_all[:cfg.batch_size]))
+    e_static = float(_energy_per_image(rec0, spec))
 
     def loss_fn(log_thr, x, y):
-        logits, records = run(s.variables, policies(log_thr, cfg.temperature), x)
+        logits, records = run(variables, policies(log_thr, cfg.temperature), x)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        e = _energy_per_image(records, s.spec) / e_static
+        e = _energy_per_image(records, spec) / e_static
         acc = jnp.mean(jnp.argmax(logits, -1) == y)
         return ce + cfg.lam * e, (ce, e, acc)
 
@@ -165,9 +172,25 @@ def tune_thresholds(s, init: dict, cfg: TuneConfig, *, out_dir=None, progress: b
               "finished": state["step"] >= cfg.steps}
     if out_dir is not None and result["finished"]:
         write_thresholds(out_dir / "thresholds.json", layers, result["config"], {
-            "routine": "redy_jax.tune.tune_thresholds", "model": s.model_name,
-            "split": f"train[{offset}:{offset + cfg.images}]", **dataclasses.asdict(cfg)})
+            "routine": "redy_jax.tune.tune_thresholds", **(provenance or {}),
+            **dataclasses.asdict(cfg)})
     return result
+
+
+# ---------------------------------------------------------------- shipped models
+def tune_setup(s, init: ThresholdSet, cfg: TuneConfig, *, images: int = 2048, out_dir=None,
+               progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """:func:`tune_thresholds` for a :class:`redy_jax.study.Setup`, on the ``images``
+    training images that follow its static-calibration images."""
+    offset = s.calibration.images
+    train = data.load(s.dataset, "train", limit=offset + images)
+    x = data.normalize(train.images[offset:], train.mean, train.std)
+    return tune_thresholds(s.model, s.variables, x, train.labels[offset:], s.spec,
+                           s.calibration, init=init, config=cfg, out_dir=out_dir,
+                           progress=progress, stop_after=stop_after,
+                           provenance={"model": s.model_name,
+                                       "split": f"train[{offset}:{offset + images}]",
+                                       "images": images})
 
 
 def evaluate_thresholds(s, thresholds: dict, *, batch_size: int = 250,
@@ -175,13 +198,11 @@ def evaluate_thresholds(s, thresholds: dict, *, batch_size: int = 250,
     """Hard-rule accuracy and energy of a thresholds set on the test split."""
     gran = thresholds.get("config", {}).get("granularity", "window")
     res = evaluate_dataset(s.model, s.variables, s.test_images, s.test_labels, s.spec,
-                           redy_policy_map(thresholds=thresholds, granularity=gran),
+                           redy_policy_map(thresholds, granularity=gran),
                            calibration=s.calibration, batch_size=batch_size,
                            progress=progress)
     return {"accuracy": res.accuracy, "energy_pj_per_image": res.report.energy_pj_per_image(),
             "mean_streamed_bits": res.report.mean_streamed_bits()}
-
-
 
 
 def _cached(path: Path, compute):
@@ -193,16 +214,15 @@ def _cached(path: Path, compute):
     return value
 
 
-def sweep(s, init: dict, lambdas, cfg: TuneConfig, out_dir, *, progress: bool = True,
-          batch_size: int = 250) -> dict[str, Any]:
+def sweep(s, init: dict, lambdas, cfg: TuneConfig, out_dir, *, images: int = 2048,
+          progress: bool = True, batch_size: int = 250) -> dict[str, Any]:
     """Tunes one threshold set per lambda and evaluates each (hard rule, test split).
 
     Every cell (static, calibrated, each lambda) is cached under ``out_dir`` and
     skipped when already done, so an interrupted sweep resumes without recomputing.
     Writes ``pareto.json``, ``pareto.csv`` and ``pareto.png``.
     """
-    from redy_jax.report import plot_pareto, save_figure, write_csv
-    from redy_jax.runner import run_policy
+    from redy_jax.plots import plot_pareto, save_figure  # matplotlib only when plotting
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,8 +240,8 @@ def sweep(s, init: dict, lambdas, cfg: TuneConfig, out_dir, *, progress: bool = 
         if (cell / "thresholds.json").exists():  # a finished cell
             tuned = read_thresholds(cell / "thresholds.json")
         else:
-            tuned = tune_thresholds(s, init, dataclasses.replace(cfg, lam=float(lam)),
-                                    out_dir=cell, progress=progress)
+            tuned = tune_setup(s, init, dataclasses.replace(cfg, lam=float(lam)),
+                               images=images, out_dir=cell, progress=progress)
         ev = _cached(cell / "eval.json", lambda t=tuned: evaluate_thresholds(
             s, t, batch_size=batch_size, progress=progress))
         points.append({"lambda": float(lam), **ev, "energy_ratio": ev["energy_pj_per_image"] / e0,
@@ -244,4 +264,4 @@ def sweep(s, init: dict, lambdas, cfg: TuneConfig, out_dir, *, progress: bool = 
     return result
 
 
-__all__ = ["TuneConfig", "evaluate_thresholds", "sweep", "tune_thresholds"]
+__all__ = ["TuneConfig", "evaluate_thresholds", "sweep", "tune_setup", "tune_thresholds"]

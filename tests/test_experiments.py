@@ -63,8 +63,8 @@ COMMITTED = ROOT / "experiments" / "results" / "cells" / "headline" / "lenet5"
 @pytest.mark.skipif(not COMMITTED.exists(), reason="no committed full results yet")
 @pytest.mark.parametrize("cell", ["static", "redy_window"])
 def test_committed_results_match_recomputation(cell):
-    from redy_jax.policy.redy import default_thresholds_path, read_thresholds
-    from redy_jax.runner import run_policy, setup
+    from redy_jax.study import default_thresholds_path, run_policy, setup
+    from redy_jax.thresholds import read_thresholds
 
     committed = json.loads((COMMITTED / f"{cell}.json").read_text())
     s = setup("lenet5", limit=committed["images"])

@@ -13,7 +13,7 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    from redy_jax.runner import setup, run_policy
+    from redy_jax.study import setup, run_policy
     s = setup("lenet5", limit=120, calib_images=100)
     out = {"devices": jax.device_count()}
     for p in ("static", "redy"):

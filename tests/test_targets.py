@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 
 from redy_jax.checkpoint import shipped
-from redy_jax.policy.redy import default_thresholds_path, read_thresholds
+from redy_jax.study import default_thresholds_path
+from redy_jax.thresholds import read_thresholds
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def r20():
-    from redy_jax.runner import run_policy, setup
+    from redy_jax.study import run_policy, setup
 
     if not shipped("resnet20").exists():
         pytest.fail("the ResNet-20 checkpoint is not shipped")
@@ -41,8 +42,7 @@ def test_redy_window_saves_35pct_within_half_a_point(r20):
 
 
 def test_tuned_thresholds_beat_calibrated_by_5_points(r20):
-    from redy_jax.policy.redy import shipped_thresholds
-    from redy_jax.runner import run_policy
+    from redy_jax.study import run_policy, shipped_thresholds
 
     s, res = r20
     tuned = read_thresholds(shipped_thresholds("resnet20"))

@@ -6,14 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from redy_jax.energy.breakdown import energy_breakdown
+from redy_jax.energy import energy_breakdown
 from redy_jax.hw import isaac
-from redy_jax.policy.base import PolicyMap, Static
-from redy_jax.policy.redy import ReDy
-from redy_jax.quant.activations import Calibration
-from redy_jax.runner import Setup
+from redy_jax.policy import PolicyMap, ReDy, Static
 from redy_jax.simulate import calibrate, simulate_fn
-from redy_jax.tune import TuneConfig, tune_thresholds
+from redy_jax.tune import TuneConfig, tune_setup
 
 
 class Small(nn.Module):
@@ -78,7 +75,7 @@ def test_relaxed_forward_equals_hard_rule(small):
 
 @pytest.fixture(scope="module")
 def lenet_setup():
-    from redy_jax.runner import setup
+    from redy_jax.study import setup
 
     return setup("lenet5", limit=200, calib_images=200)
 
@@ -87,16 +84,17 @@ def test_tuning_reduces_loss_and_resumes_exactly(lenet_setup, tmp_path):
     s = lenet_setup
     init = {"config": {"granularity": "window"},
             "layers": {"conv1": [0.5, 1, 2, 4], "conv2": [0.5, 1, 2, 4]}}
-    cfg = TuneConfig(lam=1.0, steps=8, batch_size=16, images=128, save_every=2, lr=0.2)
-    full = tune_thresholds(s, init, cfg, out_dir=tmp_path / "a", progress=False)
+    cfg = TuneConfig(lam=1.0, steps=8, batch_size=16, save_every=2, lr=0.2)
+    full = tune_setup(s, init, cfg, images=128, out_dir=tmp_path / "a", progress=False)
     h = full["history"]
     assert len(h) == 8 and full["finished"]
     assert np.mean([r["loss"] for r in h[-3:]]) < np.mean([r["loss"] for r in h[:3]])
     assert (tmp_path / "a" / "thresholds.json").exists()
     # Interrupted after 4 steps, then resumed: same numbers as the uninterrupted run.
-    part = tune_thresholds(s, init, cfg, out_dir=tmp_path / "b", progress=False, stop_after=4)
+    part = tune_setup(s, init, cfg, images=128, out_dir=tmp_path / "b", progress=False,
+                      stop_after=4)
     assert not part["finished"] and not (tmp_path / "b" / "thresholds.json").exists()
-    rest = tune_thresholds(s, init, cfg, out_dir=tmp_path / "b", progress=False)
+    rest = tune_setup(s, init, cfg, images=128, out_dir=tmp_path / "b", progress=False)
     assert [r["step"] for r in rest["history"]] == list(range(1, 9))
     for a, b in zip(h, rest["history"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
@@ -104,10 +102,6 @@ def test_tuning_reduces_loss_and_resumes_exactly(lenet_setup, tmp_path):
         np.testing.assert_allclose(full["layers"][k], rest["layers"][k], rtol=1e-6)
     for k, v in full["layers"].items():
         assert np.all(np.diff(v) >= 0), k  # projected ascending
-
-
-def test_setup_type_is_public():
-    assert Setup.__name__ == "Setup" and Calibration.__name__ == "Calibration"
 
 
 def test_task_loss_reaches_thresholds_through_later_quantised_layers(small):

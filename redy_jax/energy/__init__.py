@@ -1,11 +1,12 @@
-"""Event counts -> energy / latency / area."""
+"""Event counts -> energy per component, latency, area; the per-layer :class:`Report`."""
 
 from redy_jax.energy.breakdown import (
     COMPONENTS,
     energy_breakdown,
-    latency_ns,
     mapped_area_mm2,
     total_energy_pj,
 )
+from redy_jax.energy.report import LayerSummary, Report
 
-__all__ = ["COMPONENTS", "energy_breakdown", "latency_ns", "mapped_area_mm2", "total_energy_pj"]
+__all__ = ["COMPONENTS", "LayerSummary", "Report", "energy_breakdown", "mapped_area_mm2",
+           "total_energy_pj"]

@@ -35,11 +35,6 @@ def total_energy_pj(counts: Mapping, spec: HardwareSpec):
     return sum(energy_breakdown(counts, spec).values())
 
 
-def latency_ns(cycles, spec: HardwareSpec):
-    """Latency of ``cycles`` crossbar read cycles (no pipelining across layers) [ns]."""
-    return cycles * spec.t_read_ns
-
-
 def mapped_area_mm2(crossbars: int, spec: HardwareSpec) -> float:
     """Area of the tiles a layer set occupies: crossbars rounded up to whole tiles."""
     per_tile = spec.xbars_per_ima * spec.imas_per_tile

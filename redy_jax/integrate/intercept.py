@@ -14,9 +14,9 @@ import jax.numpy as jnp
 from flax.linen.linear import canonicalize_padding
 
 from redy_jax.hw.spec import HardwareSpec
-from redy_jax.integrate.layers import crossbar_layer
-from redy_jax.policy.base import Float, PolicyMap
+from redy_jax.policy.map import PolicyMap
 from redy_jax.quant.activations import Calibration
+from redy_jax.xbar.layer import crossbar_layer
 
 # Layers that do matrix products the crossbar model does not map.
 _UNSUPPORTED = ("ConvTranspose", "ConvLocal", "DenseGeneral", "Einsum",
@@ -93,7 +93,7 @@ def crossbar_interceptor(records: dict, infos: dict, calibration: Calibration,
             return next_fun(*args, **kwargs)
         path = module_path(module)
         policy = policies.for_layer(path, kind)
-        if isinstance(policy, Float):
+        if not policy.crossbar:
             return next_fun(*args, **kwargs)
         x = jnp.asarray(args[0], jnp.float32)
         kernel = module.get_variable("params", "kernel")

@@ -17,7 +17,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from redy_jax import checkpoint
 
 ModuleDef = Any
 
@@ -279,10 +282,6 @@ def create_model(name: str, **kwargs) -> nn.Module:
 def load_checkpoint(name: str, path=None, num_classes: int = 10):
     """``(model, variables, record)`` of a zoo model from ``path`` (default: the shipped
     Fashion-MNIST checkpoint). Shapes are checked against the model's own."""
-    import jax
-
-    from redy_jax import checkpoint
-
     model = create_model(name, num_classes=num_classes)
     path = checkpoint.shipped(name) if path is None else path
     target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),

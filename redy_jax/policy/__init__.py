@@ -1,16 +1,19 @@
-"""Precision policies: float, static 8-bit, leading-zero skipping, ReDy."""
+"""Precision policies: float, static, leading-zero skipping, ReDy.
 
-from redy_jax.policy.base import (
-    GRANULARITIES,
-    Float,
-    LayerContext,
-    LeadingZeroSkip,
-    PolicyMap,
-    Selection,
-    Static,
-    as_policy_map,
-    bits_needed,
-)
+A policy implements the engine's protocol (:class:`redy_jax.xbar.plan.Policy`): it
+says whether it needs the window-level group statistics and returns a
+:class:`~redy_jax.xbar.plan.Plan` for every group; the engine executes it. Policies are
+``flax.struct`` pytrees: configuration is static (part of the jit cache key),
+thresholds are arrays (traced, differentiable).
+"""
 
-__all__ = ["GRANULARITIES", "Float", "LayerContext", "LeadingZeroSkip", "PolicyMap",
-           "Selection", "Static", "as_policy_map", "bits_needed"]
+from redy_jax.policy.map import PolicyMap, as_policy_map
+from redy_jax.policy.redy import STATISTICS, ReDy, lossless, thresholds_from_scale
+from redy_jax.policy.static import Float, LeadingZeroSkip, Static
+from redy_jax.policy.stats import bits_needed, digits_for_bits, group_stats
+from redy_jax.xbar.plan import GRANULARITIES, GroupSums, LayerContext, Plan, Policy
+
+__all__ = ["GRANULARITIES", "STATISTICS", "Float", "GroupSums", "LayerContext",
+           "LeadingZeroSkip", "Plan", "Policy", "PolicyMap", "ReDy", "Static",
+           "as_policy_map", "bits_needed", "digits_for_bits", "group_stats", "lossless",
+           "thresholds_from_scale"]

@@ -14,7 +14,6 @@ or is the observed range itself (``method='minmax'``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -92,11 +91,3 @@ class Calibration:
     def to_dict(self) -> dict:
         return {"method": self.method, "images": self.images, "act_bits": self.act_bits,
                 "layers": {k: asdict(v) for k, v in self.layers.items()}}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Calibration:
-        return cls(layers={k: ActQuant(**v) for k, v in d["layers"].items()},
-                   method=d["method"], images=d["images"], act_bits=d["act_bits"])
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)

@@ -15,7 +15,8 @@ import numpy as np
 from flax import struct
 
 from redy_jax.hw.spec import HardwareSpec
-from redy_jax.xbar.bit_serial import exact_outputs, exact_partial_sums, faithful_partial_sums
+from redy_jax.xbar.bit_serial import faithful_partial_sums
+from redy_jax.xbar.exact import code_bound, exact_matmul, exact_tile_sums
 from redy_jax.xbar.layout import Tiling, tile
 from redy_jax.xbar.weights import StoredWeights, store_weights
 
@@ -158,13 +159,15 @@ def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: Hard
       ``(y, counts)``: int32 (V, N) outputs before zero-point removal, per-vector counts.
     """
     mode = resolve_mode(mode, tiling, spec)
-    v = x_tiles.shape[0]
+    v, t, r = x_tiles.shape
     saturated = None
+    x_max = code_bound(spec.act_bits, signed)
     if mode == "exact" and shifts is None:
-        y = exact_outputs(x_tiles, w, spec, signed)
+        y = exact_matmul(x_tiles.reshape(v, t * r), w.codes.reshape(t * r, -1), x_max,
+                         spec.weight_bits)
     else:
         if mode == "exact":
-            partial = exact_partial_sums(x_tiles, w, spec, signed)
+            partial = exact_tile_sums(x_tiles, w.codes, x_max, spec.weight_bits)
         else:
             partial, saturated = faithful_partial_sums(x_tiles, w, spec, signed,
                                                        last_rows=tiling.rows_used[-1])

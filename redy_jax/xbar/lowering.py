@@ -1,4 +1,5 @@
-"""Lowering of convolutions to crossbar matrix products (im2col)."""
+"""Lowering of convolutions to crossbar matrix products: kernel-tap views, im2col,
+row-tile pieces of channels, output geometry. Pure data movement, no arithmetic."""
 
 from __future__ import annotations
 
@@ -6,11 +7,24 @@ import jax.numpy as jnp
 from jax import lax
 
 
+def conv_geometry(in_hw, kernel, strides, padding, dilation=(1, 1)):
+    """``(pads, out_hw)``: explicit ``((top, bottom), (left, right))`` padding and the
+    output height and width of a 2-D convolution (``padding``: 'SAME', 'VALID' or
+    explicit pairs)."""
+    eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
+    if isinstance(padding, str):
+        pads = tuple(tuple(p) for p in lax.padtype_to_pads(in_hw, eff, strides, padding))
+    else:
+        pads = tuple(tuple(int(v) for v in p) for p in padding)
+    out_hw = tuple((in_hw[i] + sum(pads[i]) - eff[i]) // strides[i] + 1 for i in range(2))
+    return pads, out_hw
+
+
 def tap_slices(xp, kernel, strides, dilation=(1, 1)) -> list:
     """The ``kh * kw`` strided views of an already padded NHWC ``xp`` that a VALID
     convolution reads, one per kernel tap in (row, column) order, each
     (B, Ho, Wo, C): tap (i, j) of output pixel (r, c) is ``xp[:, r * sh + i * dh,
-    c * sw + j * dw]``. Pure data movement."""
+    c * sw + j * dw]``."""
     kh, kw = kernel
     ho = (xp.shape[1] - (kh - 1) * dilation[0] - 1) // strides[0] + 1
     wo = (xp.shape[2] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
@@ -27,15 +41,28 @@ def tap_slices(xp, kernel, strides, dilation=(1, 1)) -> list:
 
 def im2col(x, kernel, strides, padding, dilation=(1, 1), pad_value=0):
     """Patches of NHWC ``x`` -> (B, Ho, Wo, C * kh * kw), channel-major (channel slowest,
-    kernel tap fastest), by strided slicing (pure data movement, no arithmetic).
+    kernel tap fastest), by strided slicing.
 
     ``pad_value`` fills the padding: the code of a real zero (the zero point).
     """
-    kh, kw = kernel
-    if isinstance(padding, str):
-        eff = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
-        padding = lax.padtype_to_pads(x.shape[1:3], eff, strides, padding)
-    (pt, pb), (pl, pr) = padding
+    pads, _ = conv_geometry(x.shape[1:3], kernel, strides, padding, dilation)
+    (pt, pb), (pl, pr) = pads
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
     taps = tap_slices(xp, kernel, strides, dilation)
     return jnp.stack(taps, axis=-1).reshape(*taps[0].shape[:3], -1)
+
+
+def tile_pieces(a, cin: int, ct: int) -> list:
+    """The ``cin`` channels (last axis) of ``a`` as at most two pieces shaped
+    (..., tiles, width), with the row tiles each covers: the channels of whole row tiles
+    of ``ct`` channels (width ct), then those of a partial last tile (one tile). Always
+    two array operations whatever the number of tiles, and no channel padding."""
+    full = cin // ct
+    pieces = [(a[..., :full * ct].reshape(*a.shape[:-1], full, ct), slice(0, full))
+              ] if full else []
+    if cin > full * ct:
+        pieces.append((a[..., full * ct:][..., None, :], slice(full, full + 1)))
+    return pieces
+
+
+__all__ = ["conv_geometry", "im2col", "tap_slices", "tile_pieces"]

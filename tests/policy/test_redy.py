@@ -2,6 +2,7 @@
 
 import functools
 import math
+from typing import NamedTuple
 
 import hypothesis.extra.numpy as hnp
 import jax
@@ -13,17 +14,41 @@ from hypothesis import strategies as st
 
 from redy_jax.energy import total_energy_pj
 from redy_jax.hw import isaac
-from redy_jax.policy.base import LayerContext, LeadingZeroSkip, Static
-from redy_jax.policy.redy import ReDy, lossless, read_thresholds, thresholds_from_scale
-from redy_jax.xbar import run_tiles, store_weights, tile, to_tiles
+from redy_jax.policy import (
+    LayerContext,
+    LeadingZeroSkip,
+    ReDy,
+    Static,
+    lossless,
+    thresholds_from_scale,
+)
+from redy_jax.xbar import run_tiles, store_weights, streamed_codes, tile, tile_sums, to_tiles
 
 SPEC = isaac()
+
+
+class Selection(NamedTuple):
+    codes: jnp.ndarray
+    planes: jnp.ndarray
+    shifts: jnp.ndarray | None
+    unit_ops: jnp.ndarray | None
+    offsets: jnp.ndarray | None
+
+
+def select(policy, xt, ctx) -> Selection:
+    """A policy's plan for tiled codes (V, T, R) and the codes it streams."""
+    plan = policy.plan(tile_sums(xt, ctx.tiling) if policy.statistics else None, ctx)
+    planes = plan.planes
+    if planes is None:
+        planes = jnp.full(xt.shape[:2], ctx.spec.planes, jnp.int32)
+    return Selection(streamed_codes(xt, plan, ctx.sign_bit), planes, plan.shifts,
+                     plan.unit_ops, plan.offsets)
 
 
 @functools.partial(jax.jit, static_argnames=("ctx", "mode"))
 def _run(policy, xt, w_codes, ctx, mode="exact"):
     """select + crossbar run of one layer, jitted (ctx static, policy a pytree)."""
-    sel = policy.select(xt, ctx)
+    sel = select(policy, xt, ctx)
     stored = store_weights(w_codes, ctx.tiling, SPEC)
     y, c = run_tiles(sel.codes, stored, ctx.tiling, SPEC, signed=False, mode=mode,
                      planes=sel.planes, shifts=sel.shifts, redy_unit_ops=sel.unit_ops)
@@ -32,7 +57,7 @@ def _run(policy, xt, w_codes, ctx, mode="exact"):
     return sel, y, c
 
 
-_select = jax.jit(lambda policy, xt, ctx: policy.select(xt, ctx), static_argnums=2)
+_select = jax.jit(select, static_argnums=2)
 
 
 def _ctx(k, n, *, taps=1, images=1, m=1, zp=0):
@@ -46,7 +71,7 @@ def test_hand_worked_window_group():
     [50, 25, 13, 3] (half up: 12.5 -> 13); 6 planes on 1 crossbar, 2 outputs."""
     ctx = _ctx(4, 2)
     x = jnp.array([[200, 100, 50, 10]], jnp.int32)
-    sel = ReDy(thresholds=jnp.array([10.0, 40.0])).select(to_tiles(x, ctx.tiling), ctx)
+    sel = select(ReDy(thresholds=jnp.array([10.0, 40.0])), to_tiles(x, ctx.tiling), ctx)
     assert int(sel.shifts[0, 0]) == 2 and int(sel.planes[0, 0]) == 6
     np.testing.assert_array_equal(np.asarray(sel.codes[0, 0]), [50, 25, 13, 3])
     assert sel.offsets is None and int(sel.unit_ops[0]) == 4
@@ -66,7 +91,7 @@ def test_hand_worked_zero_point_group_streams_offset_codes():
     (3 bits, t = 0); the min 126 is restored digitally."""
     ctx = _ctx(4, 1, zp=128)
     x = jnp.array([[130, 128, 126, 129]], jnp.int32)
-    sel = ReDy(thresholds=jnp.array([50.0])).select(to_tiles(x, ctx.tiling), ctx)
+    sel = select(ReDy(thresholds=jnp.array([50.0])), to_tiles(x, ctx.tiling), ctx)
     np.testing.assert_array_equal(np.asarray(sel.codes[0, 0]), [4, 2, 0, 3])
     assert int(sel.offsets[0, 0]) == 126 and int(sel.planes[0, 0]) == 3
     assert int(sel.shifts[0, 0]) == 0
@@ -76,8 +101,8 @@ def test_channel_granularity_shares_one_precision_per_image_and_tile():
     ctx = _ctx(8, 1, images=2, m=3)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 40, (6, 8)), jnp.int32).at[4, 0].set(250)
-    sel = ReDy(thresholds=jnp.array([1e9]), granularity="channel").select(
-        to_tiles(x, ctx.tiling), ctx)
+    sel = select(ReDy(thresholds=jnp.array([1e9]), granularity="channel"),
+                 to_tiles(x, ctx.tiling), ctx)
     planes = np.asarray(sel.planes[:, 0])
     assert len(set(planes[:3])) == 1 and len(set(planes[3:])) == 1
     assert planes[3] == 8 and planes[0] == 6  # image 2 holds a 250; image 1 max < 40
@@ -86,7 +111,7 @@ def test_channel_granularity_shares_one_precision_per_image_and_tile():
 def test_padding_rows_do_not_enter_statistics():
     ctx = _ctx(130, 1)  # second row tile has 2 real rows + 126 padding rows
     x = jnp.full((1, 130), 100, jnp.int32)
-    sel = ReDy(thresholds=jnp.array([0.5])).select(to_tiles(x, ctx.tiling), ctx)
+    sel = select(ReDy(thresholds=jnp.array([0.5])), to_tiles(x, ctx.tiling), ctx)
     np.testing.assert_array_equal(np.asarray(sel.shifts[0]), [0, 0])  # std 0 in both tiles
 
 
@@ -163,15 +188,3 @@ def test_invalid_policy_config_raises():
     with pytest.raises(ValueError, match="clip_k"):
         ReDy(thresholds=jnp.zeros(2), clip_k=0.0)
     assert math.isinf(ReDy(thresholds=jnp.zeros(2)).clip_k)
-
-
-def test_bad_thresholds_file(tmp_path):
-    p = tmp_path / "t.json"
-    p.write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        read_thresholds(p)
-    p.write_text('{"layers": {"conv": [3, 1]}}')
-    with pytest.raises(ValueError, match="ascend"):
-        read_thresholds(p)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        read_thresholds(tmp_path / "missing.json")

@@ -5,7 +5,7 @@ import pytest
 
 from redy_jax.checkpoint import shipped
 from redy_jax.models import SMALL_MODELS
-from redy_jax.runner import run_policy, setup
+from redy_jax.study import run_policy, setup
 
 TARGETS = {"lenet5": 0.89, "resnet20": 0.91, "vgg8": 0.90, "mobilenetv2": 0.90}
 SHIPPED = [m for m in SMALL_MODELS if shipped(m).exists()]

@@ -1,23 +1,12 @@
-"""Plots and tables from plain dicts (matplotlib, Agg backend; optional ``ax``)."""
+"""Plots from plain dicts (matplotlib, Agg backend; optional ``ax``), written atomically."""
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections.abc import Sequence
 
-from redy_jax.checkpoint import atomic_write_bytes
-
-
-def write_csv(path, rows: Sequence[dict]) -> None:
-    """Writes a list of flat dicts as CSV, atomically."""
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
+from redy_jax.files import atomic_write_bytes
 
 
 def _figure(ax):

@@ -1,4 +1,5 @@
-"""One layer through the engine: statistics without im2col, chunked streaming."""
+"""One layer through the engine: statistics without im2col, chunked streaming, every
+execution strategy against the bit-plane path."""
 
 import jax
 import jax.numpy as jnp
@@ -8,14 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redy_jax.hw import isaac
-from redy_jax.integrate import layers
-from redy_jax.integrate.layers import _conv_sums, crossbar_layer
-from redy_jax.policy import LayerContext, LeadingZeroSkip, Static
-from redy_jax.policy.base import tile_sums
-from redy_jax.policy.redy import ReDy
-from redy_jax.quant.activations import ActQuant, make_quant
-from redy_jax.xbar.layout import tile
-from redy_jax.xbar.lowering import im2col
+from redy_jax.policy import LeadingZeroSkip, ReDy, Static
+from redy_jax.quant import ActQuant, make_quant
+from redy_jax.xbar import chunks, crossbar_layer, im2col, tile, tile_sums
+from redy_jax.xbar.exact import exact_conv
+from redy_jax.xbar.statistics import conv_sums
 
 
 @settings(max_examples=8, deadline=None)
@@ -27,15 +25,14 @@ def test_conv_sums_equal_sums_over_im2col_tiles(cin, k, stride, dil, groups, see
     spec = isaac()
     x = np.random.default_rng(seed).integers(0, 256, (2, 9, 8, cin * groups))
     tl = tile(cin * k * k, 4, spec, k * k)
-    got = _conv_sums(jnp.asarray(x), tl, groups, cin, (k, k), (stride, stride), (dil, dil),
-                     spec.act_bits)
+    got = conv_sums(jnp.asarray(x), tl, groups, cin, (k, k), (stride, stride), (dil, dil),
+                    spec.act_bits)
     patches = im2col(jnp.asarray(x), (k, k), (stride, stride), "VALID", (dil, dil))
     v = patches.shape[0] * patches.shape[1] * patches.shape[2]
-    ctx = LayerContext("l", "conv", tl, spec, 2, v // 2, 0, False)
     for g in range(groups):
         rows = patches.reshape(v, groups, -1)[:, g]
         rows = jnp.pad(rows, ((0, 0), (0, tl.padded_k - tl.k)))
-        want = tile_sums(rows.reshape(v, tl.n_row_tiles, -1), ctx)
+        want = tile_sums(rows.reshape(v, tl.n_row_tiles, -1), tl)
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(np.asarray(a[g]), np.asarray(b))
 
@@ -69,10 +66,10 @@ def test_chunked_streaming_equals_one_pass(monkeypatch, mode, policy, signed):
     run = lambda: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                  policy=POLICIES[policy], spec=spec, mode=mode,
                                  padding="SAME")[:2]
-    monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), None)
+    monkeypatch.setitem(chunks.CHUNK_BYTES, jax.default_backend(), None)
     y1, r1 = run()
     per_image = 36 * 2 * 126 * 4  # 6x6 vectors, 2 row tiles of 126 rows, float32
-    monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), 3 * per_image)
+    monkeypatch.setitem(chunks.CHUNK_BYTES, jax.default_backend(), 3 * per_image)
     y2, r2 = run()  # chunks of 3 images: 3 + 3 + a remainder of 1
     np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
     for a, b in zip(jax.tree_util.tree_leaves(r1), jax.tree_util.tree_leaves(r2), strict=True):
@@ -127,7 +124,7 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chu
     ho, wo = -(-x.shape[1] // stride), -(-x.shape[2] // stride)  # SAME padding
     row = wo * 9 * w.shape[2] * kw.get("groups", 1) * 4
     rows = {"1 row": 1, "3 rows": 3, "2 images": 2 * ho}[chunk]
-    monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), rows * row)
+    monkeypatch.setitem(chunks.CHUNK_BYTES, jax.default_backend(), rows * row)
     policy = ReDy(thresholds=jnp.array([2.0, 6.0, 15.0, 30.0]))
     run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                       policy=policy, spec=spec, mode=mode, **kw)[:2]
@@ -165,9 +162,8 @@ def test_exact_int_conv_at_worst_case_magnitudes(cin_g, groups, x_max):
     x[0] = x_max  # every product at its extreme: partial sums reach K * x_max * 128
     w = rng.integers(-128, 128, (3, 3, cin_g, 2 * groups))
     w[..., 0] = -127  # odd products: their float32 sums past 2^24 would round
-    w_codes = jnp.asarray(np.transpose(w, (2, 0, 1, 3)).reshape(-1, w.shape[-1]))
-    got = layers._exact_int_conv(jnp.asarray(x, jnp.int32), w_codes, w.shape, (1, 1), "VALID",
-                                 (1, 1), groups, x_max, spec)
+    got = exact_conv(jnp.asarray(x, jnp.int32), jnp.asarray(w), (1, 1), "VALID", (1, 1),
+                     groups, x_max, spec.weight_bits)
     np.testing.assert_array_equal(np.asarray(got), _int_conv_reference(x, w, groups))
 
 
@@ -193,7 +189,7 @@ def test_traced_layer_has_no_python_loop_over_images_windows_tiles_or_planes(
     for 13x13 images as for 6x6, for 4 row tiles as for 3 (44 vs 30 input channels)
     and for 4 DAC digit planes as for 8: images, windows, tiles and bit-planes are array
     axes, not Python loops (whole batch per chunk, so chunking adds no branch)."""
-    monkeypatch.setitem(layers.CHUNK_BYTES, jax.default_backend(), None)
+    monkeypatch.setitem(chunks.CHUNK_BYTES, jax.default_backend(), None)
 
     def equations(batch=1, size=6, cin=16, spec=None):
         x, w, quant = _conv_case(0, (batch, size, size, cin), False)

@@ -1,0 +1,210 @@
+"""The study of the shipped models: load a checkpoint and its data, calibrate, evaluate
+named policies, and produce JSON-ready summaries (the CLI and the experiments use it).
+
+:func:`setup` returns a :class:`Setup`, everything one evaluation of a shipped model
+needs, documented field by field. Nothing here is needed to simulate your own model:
+use :func:`redy_jax.calibrate`, :func:`redy_jax.evaluate` and
+:mod:`redy_jax.thresholds` directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from redy_jax import data
+from redy_jax.checkpoint import CHECKPOINT_DIR
+from redy_jax.hw.presets import get_preset
+from redy_jax.hw.spec import HardwareSpec
+from redy_jax.models import load_checkpoint
+from redy_jax.policy.map import PolicyMap
+from redy_jax.policy.static import Float, LeadingZeroSkip, Static
+from redy_jax.quant.activations import CALIBRATION_METHODS, Calibration
+from redy_jax.simulate import calibrate, evaluate_dataset
+from redy_jax.thresholds import (
+    ThresholdSet,
+    calibrate_thresholds,
+    read_thresholds,
+    redy_policy_map,
+)
+
+POLICY_NAMES = ("float", "static", "lzs", "redy")
+
+
+@dataclasses.dataclass
+class Setup:
+    """One shipped model, its data and its static calibration."""
+
+    model_name: str
+    """Zoo name (``lenet5``, ``resnet20``, ...)."""
+    model: nn.Module
+    """The Flax module."""
+    variables: Any
+    """Its variables (``{'params': ..., 'batch_stats': ...}``) from the checkpoint."""
+    record: dict
+    """The checkpoint's JSON record (how it was trained)."""
+    spec: HardwareSpec
+    """The hardware."""
+    test_images: np.ndarray
+    """Float (normalised) test images, NHWC."""
+    test_labels: np.ndarray
+    """Their int labels."""
+    calibration: Calibration
+    """Static activation quantisers, from ``calib_images``."""
+    calib_images: np.ndarray
+    """The float training images the static scales were calibrated on (the first
+    ``calibration.images`` images of the train split)."""
+    dataset: str
+    """Dataset name (see :data:`redy_jax.data.DATASETS`)."""
+
+
+def setup(model_name: str, *, checkpoint=None, dataset: str = "fashion_mnist",
+          limit: int | None = None, preset: str = "isaac", spec_overrides: dict | None = None,
+          calib_images: int = 1000, calib_method: str = "best") -> Setup:
+    """Loads the checkpoint and data and calibrates on the first ``calib_images`` images
+    of the training split (never the test split).
+
+    ``calib_method='best'`` calibrates with each of ``CALIBRATION_METHODS`` and keeps the
+    one whose static 8-bit accuracy on those calibration images is highest, so the static
+    baseline that savings are measured against is tuned for its own accuracy."""
+    spec = get_preset(preset, **(spec_overrides or {}))
+    model, variables, record = load_checkpoint(model_name, checkpoint)
+    test = data.load(dataset, "test", limit=limit)
+    train = data.load(dataset, "train", limit=calib_images)
+    x_test = data.normalize(test.images, test.mean, test.std)
+    x_cal = data.normalize(train.images, train.mean, train.std)
+    if calib_method == "best":
+        cal = _best_calibration(model, variables, x_cal, train.labels, spec)
+    else:
+        cal = calibrate(model, variables, x_cal, spec, method=calib_method)
+    return Setup(model_name, model, variables, record, spec, x_test, test.labels, cal, x_cal,
+                 dataset)
+
+
+def _best_calibration(model, variables, x, y, spec) -> Calibration:
+    best, best_acc = None, -1.0
+    for method in CALIBRATION_METHODS:
+        cal = calibrate(model, variables, x, spec, method=method)
+        acc = evaluate_dataset(model, variables, x, y, spec, PolicyMap(default=Static()),
+                               calibration=cal, progress=False).accuracy
+        if acc > best_acc:
+            best, best_acc = cal, acc
+    return dataclasses.replace(best, method=f"best({best.method}, calibration accuracy "
+                                            f"{best_acc:.4f})")
+
+
+# ---------------------------------------------------------------- shipped thresholds
+def default_thresholds_path(model: str, granularity: str) -> Path:
+    """The calibrated thresholds shipped beside a model's checkpoint."""
+    return CHECKPOINT_DIR / f"{model}_fashion_mnist.redy_{granularity}.json"
+
+
+def shipped_thresholds(model: str) -> Path:
+    """The tuned thresholds shipped beside a model's checkpoint."""
+    path = CHECKPOINT_DIR / f"{model}_fashion_mnist.redy_tuned.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no tuned thresholds shipped for {model}: {path} is missing "
+                                "(produce them with `redy tune`)")
+    return path
+
+
+def calibrate_setup_thresholds(s: Setup, *, granularity: str = "window",
+                               target_loss: float = 0.003, images: int = 2000,
+                               offset: int | None = None, progress: bool = False,
+                               **kw) -> ThresholdSet:
+    """:func:`redy_jax.thresholds.calibrate_thresholds` on the training images that
+    follow the static-calibration ones (``train[offset:offset + images]``)."""
+    offset = s.calibration.images if offset is None else offset
+    train = data.load(s.dataset, "train", limit=offset + images)
+    x = data.normalize(train.images[offset:], train.mean, train.std)
+    return calibrate_thresholds(
+        s.model, s.variables, x, train.labels[offset:], s.spec, s.calibration,
+        granularity=granularity, target_loss=target_loss, progress=progress,
+        provenance={"model": s.model_name, "dataset": s.dataset, "split": "train",
+                    "images": f"train[{offset}:{offset + images}]"}, **kw)
+
+
+def load_thresholds(s: Setup, path: str | None, tuned: bool) -> ThresholdSet | None:
+    """ReDy thresholds from ``path``, or the shipped tuned ones (``--tuned``), else None
+    (calibrated defaults)."""
+    if path and tuned:
+        raise ValueError("give --thresholds FILE or --tuned, not both")
+    if tuned:
+        path = shipped_thresholds(s.model_name)
+    return None if path is None else read_thresholds(path)
+
+
+def default_thresholds(s: Setup, granularity: str) -> ThresholdSet:
+    """The shipped calibrated thresholds of ``s``'s model, else calibrated now."""
+    path = default_thresholds_path(s.model_name, granularity)
+    if path.exists():
+        return read_thresholds(path)
+    return calibrate_setup_thresholds(s, granularity=granularity)
+
+
+# ---------------------------------------------------------------- named policies
+def make_policy(name: str, s: Setup, *, granularity: str = "window",
+                thresholds: ThresholdSet | None = None) -> Any:
+    """A policy by name: ``float``, ``static``, ``lzs``, or ``redy`` (ReDy on conv
+    layers with ``thresholds``, default: the shipped calibrated ones; static 8-bit on
+    dense and depthwise layers, the layers the paper does not treat)."""
+    if name == "float":
+        return Float()
+    if name == "static":
+        return PolicyMap(default=Static())
+    if name == "lzs":
+        return PolicyMap(default=LeadingZeroSkip(granularity=granularity))
+    if name == "redy":
+        if thresholds is None:
+            thresholds = default_thresholds(s, granularity)
+        return redy_policy_map(thresholds, granularity=granularity)
+    raise ValueError(f"policy must be one of {POLICY_NAMES}, got {name!r}")
+
+
+def run_policy(s: Setup, policy_name: str, *, policy=None, batch_size: int = 250,
+               mode: str = "auto", progress: bool = True, granularity: str = "window",
+               thresholds: ThresholdSet | None = None) -> dict[str, Any]:
+    """Evaluates one policy on the test images; returns a JSON-ready summary."""
+    if policy is None:
+        policy = make_policy(policy_name, s, granularity=granularity, thresholds=thresholds)
+    t0 = time.perf_counter()
+    res = evaluate_dataset(s.model, s.variables, s.test_images, s.test_labels, s.spec, policy,
+                           calibration=None if policy_name == "float" else s.calibration,
+                           batch_size=batch_size, mode=mode, progress=progress,
+                           desc=f"{s.model_name}/{policy_name}")
+    out = {
+        "model": s.model_name,
+        "policy": policy_name,
+        "granularity": granularity if policy_name in ("lzs", "redy") else None,
+        "dataset": s.dataset,
+        "preset": s.spec.name,
+        "mode": mode,
+        "seconds": round(time.perf_counter() - t0, 2),
+        **res.summary(),
+    }
+    out["images"] = res.images
+    out["jax_devices"] = jax.device_count()
+    if policy_name == "redy" and out.get("crossbars"):
+        # One quantisation unit per tile the model occupies (crossbars -> whole tiles).
+        per_tile = s.spec.xbars_per_ima * s.spec.imas_per_tile
+        tiles = -(-out["crossbars"] // per_tile)
+        out["redy_unit_area_mm2"] = tiles * s.spec.redy_unit_area_mm2
+        out["redy_area_overhead"] = out["redy_unit_area_mm2"] / out["area_mm2"]
+    if policy_name == "float":  # no crossbar: energy figures do not apply
+        for k in ("energy_pj_per_image", "breakdown_pj", "adc_conversions_per_image",
+                  "xbar_reads_per_image", "cycles_per_image", "latency_us_per_image",
+                  "adc_saturations_per_image", "mean_streamed_bits", "crossbars", "area_mm2"):
+            out[k] = None
+        out["layers"] = {}
+    return out
+
+
+__all__ = ["POLICY_NAMES", "Setup", "calibrate_setup_thresholds", "default_thresholds",
+           "default_thresholds_path", "load_thresholds", "make_policy", "run_policy",
+           "setup", "shipped_thresholds"]

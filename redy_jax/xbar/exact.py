@@ -1,0 +1,148 @@
+"""The float32 exactness rule, and every split that keeps integer products exact.
+
+float32 represents every integer below 2**24 exactly, so a matrix product or a
+convolution of integer-valued float32 operands is exact — whatever order the backend
+sums in — as long as every partial sum stays below 2**24 in magnitude. The fast
+paths of the simulator compute the crossbars' integer results this way; this module
+owns that rule and the ways of splitting an operation to stay inside it:
+
+* blocks of rows (input channels for a convolution) small enough that whole weights
+  fit (:func:`exact_rows`, :func:`even_blocks`): same multiply-adds as one product,
+  blocks summed in int32;
+* weight parts (:func:`exact_weight_parts`) when not even one row (channel) of whole
+  weights fits.
+
+Every product here runs at ``precision=HIGHEST``: at default precision some backends
+(NVIDIA GPUs since Ampere) multiply float32 in TF32, whose 10-bit mantissa would round
+the operands and break the argument above.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+F32_EXACT = 1 << 24
+"""Integers of magnitude below this are exact in float32."""
+
+HIGHEST = lax.Precision.HIGHEST
+"""The precision of every product on an exactness path (no TF32/bf16 passes)."""
+
+
+def code_bound(act_bits: int, sign_bit: bool, requantized: bool = False) -> int:
+    """Bound on |x| of the integer values a layer multiplies with its weights.
+
+    Unsigned ``act_bits`` codes (or zero-point-centred ones): ``2**act_bits - 1``;
+    two's complement (sign-bit streaming): ``2**(act_bits-1)``. Requantised groups
+    (ReDy) multiply ``(q' << t) + offset``, which rounding (half up, ``t <= act_bits -
+    1``) can push up to ``2**(act_bits-2)`` further."""
+    bound = (1 << (act_bits - 1)) if sign_bit else (1 << act_bits) - 1
+    return bound + (1 << (act_bits - 2)) if requantized else bound
+
+
+def exact_rows(x_max: int, weight_bits: int) -> int:
+    """Most rows whose products with whole ``weight_bits`` weights float32 sums exactly
+    (``rows * x_max * 2^(weight_bits-1) < 2^24``); 0 when not even one row."""
+    return (F32_EXACT - 1) // (x_max << (weight_bits - 1))
+
+
+def even_blocks(n: int, size: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` bounds of the fewest near-equal blocks of ``n`` items, each at most
+    ``size`` (>= 1) long."""
+    count = -(-n // size)
+    return [(i * n // count, (i + 1) * n // count) for i in range(count)]
+
+
+def exact_weight_parts(w: jnp.ndarray, rows: int, x_max: int, weight_bits: int) -> list:
+    """Splits integer weights into parts ``w = sum_j p_j`` with ``p_j`` a multiple of
+    ``2^e_j`` whose quotient is small enough that ``rows * x_max * |p_j / 2^e_j| < 2^24``:
+    every partial sum of ``x . p_j`` is then a multiple of ``2^e_j`` below ``2^(24+e_j)``,
+    exact in float32 whatever the summation order."""
+    bound = 1 << (weight_bits - 1)
+    if rows * x_max * bound < F32_EXACT:
+        return [w]
+    s = 1
+    while rows * x_max * ((1 << (s + 1)) - 1) < F32_EXACT:
+        s += 1
+    if rows * x_max * ((1 << s) - 1) >= F32_EXACT:
+        raise ValueError(f"a layer of {rows} rows with inputs up to {x_max} cannot be summed "
+                         "exactly in float32 even one weight bit at a time")
+    parts, shift = [], 0
+    while rows * x_max * -(-bound // (1 << shift)) >= F32_EXACT:
+        lo = w & (((1 << s) - 1) << shift)  # weight bits [shift, shift + s)
+        parts.append(lo)
+        w = w - lo
+        shift += s
+    return parts + [w]
+
+
+def _row_blocks(k: int, x_max: int, w, weight_bits: int):
+    """``(parts, blocks)``: weight parts and ``[lo, hi)`` row blocks such that every
+    product ``x[blocks] @ part[blocks]`` is exact in float32 (see the module docstring)."""
+    rows = exact_rows(x_max, weight_bits)
+    if rows >= 1:
+        return [w], even_blocks(k, rows)
+    if x_max >= F32_EXACT:
+        raise ValueError(f"inputs up to {x_max} cannot be multiplied exactly in float32")
+    per = min(k, (F32_EXACT - 1) // x_max)  # rows that one weight bit at a time allows
+    return exact_weight_parts(w, per, x_max, weight_bits), even_blocks(k, per)
+
+
+def exact_matmul(x: jnp.ndarray, w: jnp.ndarray, x_max: int, weight_bits: int) -> jnp.ndarray:
+    """Exact int32 ``x (..., K) @ w (K, N)`` of integer values (|x| <= ``x_max``,
+    signed ``weight_bits`` weights) with float32 products: one product when all K rows
+    fit, else blocks of :func:`exact_rows` rows summed in int32, else (not even one row
+    of whole weights fits) weight parts of :func:`exact_weight_parts` over row blocks."""
+    xf = x.astype(jnp.float32)
+    parts, blocks = _row_blocks(x.shape[-1], x_max, jnp.asarray(w, jnp.int32), weight_bits)
+    mm = lambda a, b: jnp.matmul(a, b.astype(jnp.float32), precision=HIGHEST).astype(jnp.int32)
+    return sum(mm(xf[..., lo:hi], p[lo:hi]) for p in parts for lo, hi in blocks)
+
+
+def exact_tile_sums(x_tiles: jnp.ndarray, codes: jnp.ndarray, x_max: int,
+                    weight_bits: int) -> jnp.ndarray:
+    """Exact int32 partial sums (V, T, N) of every row tile: ``x_tiles`` (V, T, R) with
+    the signed weight codes (T, R, N) of the same tiles, all tiles in one product per
+    block of rows (the program does not grow with T)."""
+    xf = x_tiles.astype(jnp.float32)
+    parts, blocks = _row_blocks(x_tiles.shape[-1], x_max, jnp.asarray(codes, jnp.int32),
+                                weight_bits)
+    mm = lambda a, b: jnp.einsum("vtr,trn->vtn", a, b.astype(jnp.float32),
+                                 precision=HIGHEST).astype(jnp.int32)
+    return sum(mm(xf[..., lo:hi], p[:, lo:hi]) for p in parts for lo, hi in blocks)
+
+
+def exact_conv(x: jnp.ndarray, w_hwio: jnp.ndarray, strides, padding, dilation, groups: int,
+               x_max: int, weight_bits: int) -> jnp.ndarray:
+    """Exact int32 NHWC convolution of integer values ``x`` (|x| <= ``x_max``) with
+    integer HWIO weights, by XLA's convolution on float32 operands: over blocks of
+    input channels small enough that float32 sums them exactly with whole weights
+    (int32 sum of the blocks: cheaper than a weight split, which repeats the whole
+    convolution per part), else per weight part (:func:`exact_weight_parts`)."""
+    kh, kw, cin_g, _ = w_hwio.shape
+    xf = x.astype(jnp.float32)
+    conv = lambda a, k: lax.conv_general_dilated(
+        a, k.astype(jnp.float32), strides, padding, rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+        precision=HIGHEST).astype(jnp.int32)
+    per_ch = exact_rows(x_max, weight_bits) // (kh * kw)
+    if per_ch >= 1:
+        blocks = even_blocks(cin_g, per_ch)
+        if len(blocks) == 1:
+            return conv(xf, w_hwio)
+        xg = xf.reshape(*xf.shape[:-1], groups, cin_g)
+        y = 0
+        for lo, hi in blocks:
+            xb = xg[..., lo:hi].reshape(*xf.shape[:-1], groups * (hi - lo))
+            y = y + conv(xb, w_hwio[:, :, lo:hi])
+        return y
+    y = 0
+    for part in exact_weight_parts(jnp.asarray(w_hwio, jnp.int32), kh * kw * cin_g, x_max,
+                                   weight_bits):
+        y = y + conv(xf, part)
+    return y
+
+
+
+__all__ = ["F32_EXACT", "HIGHEST", "code_bound", "even_blocks", "exact_conv", "exact_matmul",
+           "exact_rows", "exact_tile_sums", "exact_weight_parts"]

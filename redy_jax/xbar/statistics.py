@@ -1,0 +1,67 @@
+"""Window-level group statistics (:class:`~redy_jax.xbar.plan.GroupSums`).
+
+A group is the set of codes driving one crossbar row tile for one input vector. For a
+dense layer the tiles are the input vector split in row tiles; for a convolution the
+engine never lowers the input to compute them: per pixel, it reduces each row tile's
+channels, then pools those per-pixel sums over the kernel window.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from redy_jax.xbar.layout import Tiling
+from redy_jax.xbar.lowering import tap_slices, tile_pieces
+from redy_jax.xbar.plan import GroupSums
+
+
+def tile_sums(x: jnp.ndarray, tiling: Tiling) -> GroupSums:
+    """:class:`GroupSums` of tiled codes (V, T, R) (padding rows excluded)."""
+    rows_used = jnp.asarray(tiling.rows_used, jnp.int32)
+    valid = jnp.arange(x.shape[2])[None, :] < rows_used[:, None]  # (T, R)
+    xf = x.astype(jnp.float32)
+    big = jnp.float32(2 ** 30)
+    return GroupSums(s1=jnp.where(valid, xf, 0).sum(-1), s2=jnp.where(valid, xf * xf, 0).sum(-1),
+                     max=jnp.where(valid, xf, -big).max(-1), min=jnp.where(valid, xf, big).min(-1))
+
+
+def conv_sums(xp, tiling: Tiling, groups: int, cin_g: int, kernel, strides, dilation,
+              act_bits: int) -> GroupSums:
+    """Window-level :class:`GroupSums` of a convolution, without im2col: per pixel, the
+    sums / max / min over each row tile's channels, then pooled over the kernel window.
+    ``xp``: (B, Hp, Wp, G * Cin_g) spatially padded streamed codes (|code| <
+    2^act_bits). Returns each field as (G, B * Ho * Wo, T), float32."""
+    b, hp, wp, _ = xp.shape
+    t, ct = tiling.n_row_tiles, tiling.rows_per_tile // tiling.taps
+    # int32 while a group's sum of squares fits (exact, and ~1.2-2x faster on XLA:CPU
+    # than float32), else float32
+    small = tiling.rows_per_tile * (1 << (2 * act_bits)) < 2**31
+    xf = xp.astype(jnp.int32 if small else jnp.float32).reshape(b, hp, wp, groups, cin_g)
+    # Tile pieces (no channel padding: reducing a padded (..., T, ct) reshape was ~8x
+    # slower on XLA:CPU; no per-tile slices: a trace that grew with T, also ~1-2x slower).
+    parts = [a for a, _ in tile_pieces(xf, cin_g, ct)]
+
+    def stack(f):  # (B, Hp, Wp, G, T)
+        out = [f(a) for a in parts]
+        return out[0] if len(out) == 1 else jnp.concatenate(out, axis=-1)
+
+    s1, s2 = stack(lambda a: a.sum(-1)), stack(lambda a: (a * a).sum(-1))
+    mx, mn = stack(lambda a: a.max(-1)), stack(lambda a: a.min(-1))
+
+    def pool(a, op):
+        """Reduces (B, Hp, Wp, G, T) over each kernel window with ``op``: one strided
+        view per kernel tap (static unroll; XLA fuses it into one loop, far faster on
+        CPU than ``lax.reduce_window``)."""
+        views = tap_slices(a.reshape(b, hp, wp, groups * t), kernel, strides, dilation)
+        out = views[0]
+        for v in views[1:]:
+            out = op(out, v)
+        return out.reshape(*out.shape[:3], groups, t)
+
+    fields = (pool(s1, lax.add), pool(s2, lax.add), pool(mx, lax.max), pool(mn, lax.min))
+    per_group = lambda a: jnp.transpose(a, (3, 0, 1, 2, 4)).reshape(groups, -1, t)
+    return GroupSums(*(per_group(a).astype(jnp.float32) for a in fields))
+
+
+__all__ = ["conv_sums", "tile_sums"]

@@ -1,0 +1,117 @@
+"""The float32 exactness rule: exact products at worst-case magnitudes, and HIGHEST
+precision on every product of every crossbar execution path (TF32 would break it)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from redy_jax.hw import isaac
+from redy_jax.policy import LeadingZeroSkip, ReDy, Static
+from redy_jax.quant import ActQuant
+from redy_jax.xbar import crossbar_layer, crossbar_matmul
+from redy_jax.xbar.exact import (
+    F32_EXACT,
+    code_bound,
+    even_blocks,
+    exact_matmul,
+    exact_rows,
+    exact_weight_parts,
+)
+
+
+@pytest.mark.parametrize("k,x_max,weight_bits", [(576, 255, 8), (2000, 383, 8), (40, 1024, 16),
+                                                 (100, 600, 16)])
+def test_exact_matmul_equals_int64_at_extreme_magnitudes(k, x_max, weight_bits):
+    """Whole-weight row blocks (8-bit), and weight parts when not even one row of whole
+    16-bit weights fits (x_max * 2^15 >= 2^24): equal to int64 math where one float32
+    product would round (every product at its odd extreme)."""
+    rng = np.random.default_rng(k)
+    x = rng.integers(0, x_max + 1, (3, k))
+    x[0] = x_max
+    wmax = (1 << (weight_bits - 1)) - 1
+    w = rng.integers(-wmax, wmax + 1, (k, 4))
+    w[:, 0] = -wmax
+    got = exact_matmul(jnp.asarray(x, jnp.int32), jnp.asarray(w, jnp.int32), x_max, weight_bits)
+    want = x @ w
+    assert np.abs(want).max() < 2**31  # the int32 result itself fits
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert k * x_max * wmax >= F32_EXACT  # one float32 product over all rows would round
+
+
+def test_split_helpers():
+    assert exact_rows(255, 8) == 514  # 514 * 255 * 128 < 2^24 <= 515 * 255 * 128
+    assert exact_rows(65535, 16) == 0
+    assert even_blocks(10, 4) == [(0, 3), (3, 6), (6, 10)]
+    assert code_bound(8, False) == 255 and code_bound(8, True) == 128
+    assert code_bound(8, False, requantized=True) == 255 + 64
+    w = jnp.arange(-300, 300, dtype=jnp.int32)
+    parts = exact_weight_parts(w, 1000, 255, 10)
+    assert len(parts) > 1
+    np.testing.assert_array_equal(np.asarray(sum(parts)), np.asarray(w))
+
+
+def _products(jaxpr):
+    """(primitive, precision) of every dot_general / conv in a jaxpr and its sub-jaxprs."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            out.append((eqn.primitive.name, eqn.params.get("precision")))
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, tuple | list) else (p,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    out += _products(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    out += _products(sub)
+    return out
+
+
+def _is_highest(precision) -> bool:
+    if precision is None:
+        return False
+    ps = precision if isinstance(precision, tuple) else (precision,)
+    return all(p == lax.Precision.HIGHEST for p in ps)
+
+
+QUANT = ActQuant(scale=4.0 / 255, zero_point=128, signed=True, lo=-2.0, hi=2.0)
+THR = jnp.array([2.0, 6.0, 15.0, 30.0])
+PATHS = {  # every strategy of the layer engine
+    "static conv": (Static(), "conv", "exact"),
+    "lzs conv (static conv reuse)": (LeadingZeroSkip(), "conv", "exact"),
+    "channel conv": (ReDy(thresholds=THR, granularity="channel"), "conv", "exact"),
+    "window conv": (ReDy(thresholds=THR), "conv", "exact"),
+    "relaxed (tiled, exact)": (ReDy(thresholds=THR, temperature=0.5), "conv", "exact"),
+    "dense (tiled, exact)": (ReDy(thresholds=THR), "dense", "exact"),
+    "faithful": (ReDy(thresholds=THR), "conv", "faithful"),
+    "faithful dense static": (Static(), "dense", "faithful"),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_every_product_of_every_path_runs_at_highest_precision(path):
+    policy, kind, mode = PATHS[path]
+    rng = np.random.default_rng(0)
+    if kind == "conv":
+        x = jnp.asarray(rng.normal(size=(2, 6, 6, 20)), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(3, 3, 20, 8)), jnp.float32)
+        kw = dict(padding="SAME")
+    else:
+        x = jnp.asarray(rng.normal(size=(2, 150)), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(150, 8)), jnp.float32)
+        kw = {}
+    fn = lambda x, w: crossbar_layer(x, w, None, kind=kind, path="l", quant=QUANT,
+                                     policy=policy, spec=isaac(), mode=mode, ste=True, **kw)[0]
+    products = _products(jax.make_jaxpr(fn)(x, w).jaxpr)
+    assert products, "no product found: the walk is broken"
+    bad = [p for p in products if not _is_highest(p[1])]
+    assert not bad, f"{path}: products below HIGHEST precision: {bad}"
+
+
+@pytest.mark.parametrize("mode", ["exact", "faithful"])
+def test_crossbar_matmul_products_run_at_highest_precision(mode):
+    x = jnp.ones((2, 300), jnp.int32)
+    w = jnp.ones((300, 5), jnp.int32)
+    fn = lambda x, w: crossbar_matmul(x, w, isaac(), mode=mode)[0]
+    products = _products(jax.make_jaxpr(fn)(x, w).jaxpr)
+    assert products and all(_is_highest(p[1]) for p in products), products
