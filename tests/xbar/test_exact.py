@@ -19,6 +19,7 @@ from redy_jax.xbar.exact import (
     exact_rows,
     exact_weight_parts,
 )
+from tests.jaxprs import equations
 
 
 @pytest.mark.parametrize("k,x_max,weight_bits", [(576, 255, 8), (2000, 383, 8), (40, 1024, 16),
@@ -54,17 +55,8 @@ def test_split_helpers():
 
 def _products(jaxpr):
     """(primitive, precision) of every dot_general / conv in a jaxpr and its sub-jaxprs."""
-    out = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
-            out.append((eqn.primitive.name, eqn.params.get("precision")))
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, tuple | list) else (p,):
-                if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    out += _products(sub.jaxpr)
-                elif isinstance(sub, jax.extend.core.Jaxpr):
-                    out += _products(sub)
-    return out
+    return [(e.primitive.name, e.params.get("precision")) for e in equations(jaxpr)
+            if e.primitive.name in ("dot_general", "conv_general_dilated")]
 
 
 def _is_highest(precision) -> bool:

@@ -14,6 +14,7 @@ from redy_jax.quant import ActQuant, make_quant
 from redy_jax.xbar import chunks, crossbar_layer, im2col, tile, tile_sums
 from redy_jax.xbar.exact import exact_conv
 from redy_jax.xbar.statistics import conv_sums
+from tests.jaxprs import equations
 
 
 @settings(max_examples=8, deadline=None)
@@ -169,16 +170,7 @@ def test_exact_int_conv_at_worst_case_magnitudes(cin_g, groups, x_max):
 
 def _equations(jaxpr) -> int:
     """Equations of a jaxpr, those of its sub-jaxprs (jit, map, cond) included."""
-    count = 0
-    for eqn in jaxpr.eqns:
-        count += 1
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, tuple | list) else (p,):
-                if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    count += _equations(sub.jaxpr)
-                elif isinstance(sub, jax.extend.core.Jaxpr):
-                    count += _equations(sub)
-    return count
+    return sum(1 for _ in equations(jaxpr))
 
 
 @pytest.mark.parametrize("mode", ["exact", "faithful"])
