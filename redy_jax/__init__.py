@@ -6,7 +6,7 @@ The package re-exports its main entry points; see the subpackages for the rest:
 (counts -> pJ, reports), ``models`` (Flax zoo), ``data`` (datasets).
 """
 
-from redy_jax.energy import Report, energy_breakdown, total_energy_pj
+from redy_jax.energy import Report, chip_energy_pj, core_energy_pj, energy_breakdown
 from redy_jax.hw import HardwareSpec, derived_figures, get_preset, isaac, isaac_16bit
 from redy_jax.simulate import calibrate, evaluate, evaluate_dataset
 from redy_jax.thresholds import calibrate_thresholds, read_thresholds, redy_policy_map
@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Counts", "HardwareSpec", "Report", "TuneConfig", "calibrate", "calibrate_thresholds",
+    "chip_energy_pj", "core_energy_pj",
     "crossbar_matmul", "derived_figures", "energy_breakdown", "evaluate", "evaluate_dataset",
     "get_preset", "isaac", "isaac_16bit", "read_thresholds", "redy_policy_map",
-    "total_energy_pj", "tune_thresholds",
+    "tune_thresholds",
 ]

@@ -81,8 +81,11 @@ def _check_fits(model: nn.Module, variables, images) -> None:
 
 # ---------------------------------------------------------------- calibration
 def calibrate(model: nn.Module, variables, images, spec: HardwareSpec, *, method: str = "mse",
-              batch_size: int = 256) -> Calibration:
+              bits: int | None = None, batch_size: int = 256) -> Calibration:
     """Static per-layer activation quantisers from calibration images (float pass).
+
+    ``bits``: the code width of every layer (default ``spec.act_bits``; fewer for static
+    k-bit precision, mixed per layer with :meth:`Calibration.with_bits`).
 
     ``method='minmax'`` covers the observed range; ``'mse'`` picks, per layer, the
     fraction of that range (``CLIP_GRID``) that minimises the quantisation MSE.
@@ -91,6 +94,10 @@ def calibrate(model: nn.Module, variables, images, spec: HardwareSpec, *, method
     """
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    bits = spec.act_bits if bits is None else bits
+    if not (isinstance(bits, int) and 2 <= bits <= spec.act_bits):
+        raise ValueError(f"bits must be an integer in [2, act_bits={spec.act_bits}], "
+                         f"got {bits!r}")
     _check_images(images)
     _check_fits(model, variables, images)
     images = np.asarray(images, np.float32)
@@ -117,11 +124,11 @@ def calibrate(model: nn.Module, variables, images, spec: HardwareSpec, *, method
     total = None
     if method == "mse":
         cand = {p: candidate_ranges(lo[p], hi[p], sign_bit) for p in lo}
-        sse = observed(lambda p, a, c: fake_quant_error(a, c[p][0], c[p][1], spec.act_bits))
+        sse = observed(lambda p, a, c: fake_quant_error(a, c[p][0], c[p][1], bits))
         for b in batches:
             e = jax.device_get(sse(variables, b, cand))
             total = e if total is None else {p: total[p] + e[p] for p in total}
-    return fit_calibration(lo, hi, spec.act_bits, sign_bit=sign_bit, method=method,
+    return fit_calibration(lo, hi, bits, sign_bit=sign_bit, method=method,
                            images=len(images), sse=total)
 
 
@@ -140,22 +147,32 @@ class Traces:
         return self.by_shape[tuple(image_shape)]
 
 
-@functools.lru_cache(maxsize=64)
 def simulate_fn(model: nn.Module, spec: HardwareSpec, calibration: Calibration, mode: str,
                 ste: bool = False):
-    """The jitted pass ``(variables, policy_map, images) -> (logits, records)`` and the
-    :class:`Traces` it fills when traced. Cached per configuration, compiled once per
-    input shape. ``ste``: straight-through gradients through every simulated layer
-    (forward values unchanged), for gradient-based tuning."""
+    """The jitted pass ``(variables, policy_map, images) -> (logits, records)`` for
+    ``calibration``, and the :class:`Traces` it fills when traced. Compiled once per
+    input shape and calibration *structure* (layers, signedness): calibrations that
+    differ only in scales, zero points or bit widths share one compiled pass.
+    ``ste``: straight-through gradients through every simulated layer (forward values
+    unchanged), for gradient-based tuning."""
+    run, traces = _compiled_pass(model, spec, calibration.structure, mode, ste)
+    quants = dict(calibration.layers)
+    return (lambda variables, policies, images: run(variables, policies, quants, images),
+            traces)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_pass(model: nn.Module, spec: HardwareSpec, structure: tuple, mode: str,
+                   ste: bool):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     traces = Traces()
 
     @jax.jit
-    def run(variables, policies: PolicyMap, images):
+    def run(variables, policies: PolicyMap, quants, images):
         records: dict[str, LayerRecord] = {}
         layer_infos: dict[str, LayerInfo] = {}
-        with nn.intercept_methods(crossbar_interceptor(records, layer_infos, calibration,
+        with nn.intercept_methods(crossbar_interceptor(records, layer_infos, quants,
                                                        policies, spec, mode, ste)):
             logits = _apply(model, variables, images)
         traces.by_shape[tuple(images.shape[1:])] = layer_infos
@@ -190,7 +207,7 @@ def _calibration_or_none(calibration: Calibration | None, policies: PolicyMap,
     if policies.default.crossbar or policies.rules:
         raise ValueError("calibration is required for crossbar policies: pass "
                          "calibration=redy_jax.calibrate(model, variables, calib_images, spec)")
-    return Calibration(layers={}, method="none", images=0, act_bits=spec.act_bits)
+    return Calibration(layers={}, method="none", images=0)
 
 
 def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,

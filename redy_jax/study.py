@@ -197,7 +197,9 @@ def run_policy(s: Setup, policy_name: str, *, policy=None, batch_size: int = 250
         out["redy_unit_area_mm2"] = tiles * s.spec.redy_unit_area_mm2
         out["redy_area_overhead"] = out["redy_unit_area_mm2"] / out["area_mm2"]
     if policy_name == "float":  # no crossbar: energy figures do not apply
-        for k in ("energy_pj_per_image", "breakdown_pj", "adc_conversions_per_image",
+        for k in ("energy_pj_per_image", "chip_energy_pj_per_image", "breakdown_pj",
+                  "fixed_share_of_chip_energy", "stat_buffer_bits_per_image",
+                  "adc_conversions_per_image",
                   "xbar_reads_per_image", "cycles_per_image", "latency_us_per_image",
                   "adc_saturations_per_image", "mean_streamed_bits", "crossbars", "area_mm2"):
             out[k] = None

@@ -128,7 +128,7 @@ def calibrate_thresholds(model, variables, images, labels, spec: HardwareSpec,
 
     t0 = time.time()
     base = run(PolicyMap(default=Static()))
-    e_static = base.report.energy_pj_per_image()
+    e_static = base.report.chip_energy_pj_per_image()
     trials = []
 
     def trial(log2c):
@@ -136,7 +136,7 @@ def calibrate_thresholds(model, variables, images, labels, spec: HardwareSpec,
         r = run(redy_policy_map(ts, granularity=granularity))
         loss = base.accuracy - r.accuracy
         trials.append({"log2_c": log2c, "accuracy": r.accuracy, "loss": loss,
-                       "saving": 1 - r.report.energy_pj_per_image() / e_static})
+                       "saving": 1 - r.report.chip_energy_pj_per_image() / e_static})
         return loss <= target_loss
 
     lo, hi = -6.0, 6.0  # c from 1/64 (almost never drops) to 64 (drops at std > 1/32)

@@ -4,6 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from redy_jax.cli import app
+from redy_jax.energy import CORE_COMPONENTS
 
 runner = CliRunner()
 
@@ -35,7 +36,9 @@ def test_evaluate_json_on_shipped_lenet():
               "calibration"):
         assert k in d, k
     assert d["images"] == 100 and 0 < d["accuracy"] <= 1
-    assert sum(d["breakdown_pj"].values()) == pytest.approx(d["energy_pj_per_image"])
+    core = sum(d["breakdown_pj"][k] for k in CORE_COMPONENTS)
+    assert core == pytest.approx(d["energy_pj_per_image"])
+    assert d["chip_energy_pj_per_image"] > d["energy_pj_per_image"] - d["breakdown_pj"]["edram"]
     assert set(d["layers"]) == {"conv1", "conv2", "fc1", "fc2", "fc3"}
 
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from redy_jax.energy import CHIP_COMPONENTS, CORE_COMPONENTS
 from redy_jax.hw import isaac
 from redy_jax.policy import Float, LeadingZeroSkip, PolicyMap, Static
 from redy_jax.simulate import calibrate, evaluate, simulate_fn
@@ -110,7 +111,12 @@ def test_report_breakdown_sums_to_total_and_counts_are_per_image(user_net):
     model, variables, x, spec, cal = user_net
     _, r = evaluate(model, variables, x, spec, Static(), calibration=cal)
     d = r.to_dict()
-    assert sum(d["breakdown_pj"].values()) == pytest.approx(d["energy_pj_per_image"])
+    b = d["breakdown_pj"]
+    assert sum(b[k] for k in CORE_COMPONENTS) == pytest.approx(d["energy_pj_per_image"])
+    assert sum(b[k] for k in CHIP_COMPONENTS) == pytest.approx(d["chip_energy_pj_per_image"])
+    per_image = r.image_figures()["chip_energy_pj"]
+    assert per_image.shape == (8,) and per_image.mean() == pytest.approx(
+        d["chip_energy_pj_per_image"])
     conv = d["layers"]["conv"]
     # 64 windows x 18 rows (2 ch x 9 taps) on one crossbar; 6 outputs x 4 slices + unit column.
     assert conv["counts_per_image"]["xbar_reads"] == 64 * 8

@@ -10,7 +10,7 @@ from redy_jax.energy import energy_breakdown
 from redy_jax.hw import isaac
 from redy_jax.policy import PolicyMap, ReDy, Static
 from redy_jax.simulate import calibrate, simulate_fn
-from redy_jax.tune import TuneConfig, tune_setup
+from redy_jax.tune import TuneConfig, tune_setup, tune_thresholds
 
 
 class Small(nn.Module):
@@ -100,8 +100,24 @@ def test_tuning_reduces_loss_and_resumes_exactly(lenet_setup, tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
     for k in full["layers"]:
         np.testing.assert_allclose(full["layers"][k], rest["layers"][k], rtol=1e-6)
-    for k, v in full["layers"].items():
-        assert np.all(np.diff(v) >= 0), k  # projected ascending
+
+
+def test_every_step_projects_thresholds_back_into_order_and_range(small):
+    """Adam steps of 4 octaves move thresholds past each other and out of range; the
+    projection after every step sorts them and clips them to [2^-8, 2^12] codes."""
+    model, v, x, spec, cal = small
+    y = np.arange(x.shape[0]) % 10
+    init = {"config": {"granularity": "window"},
+            "layers": {"c1": [0.01, 0.02, 0.04, 1e6], "c2": [1.0, 2.0, 4.0, 8.0]}}
+    res = tune_thresholds(model, v, x, y, spec, cal, init=init, progress=False,
+                          config=TuneConfig(lam=5.0, steps=3, batch_size=16, lr=4.0))
+    moved = False
+    for k, t in res["layers"].items():
+        t = np.asarray(t)
+        assert np.all(np.diff(t) >= 0), (k, t)
+        assert t.min() >= 2.0 ** -8 - 1e-12 and t.max() <= 2.0 ** 12 + 1e-6, (k, t)
+        moved |= not np.allclose(t, init["layers"][k])
+    assert moved
 
 
 def test_task_loss_reaches_thresholds_through_later_quantised_layers(small):

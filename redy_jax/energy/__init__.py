@@ -1,12 +1,15 @@
-"""Event counts -> energy per component, latency, area; the per-layer :class:`Report`."""
+"""Event counts -> energy per component (core and whole-chip), latency, area; reports."""
 
 from redy_jax.energy.breakdown import (
+    CHIP_COMPONENTS,
     COMPONENTS,
+    CORE_COMPONENTS,
+    chip_energy_pj,
+    core_energy_pj,
     energy_breakdown,
     mapped_area_mm2,
-    total_energy_pj,
 )
 from redy_jax.energy.report import LayerSummary, Report
 
-__all__ = ["COMPONENTS", "LayerSummary", "Report", "energy_breakdown", "mapped_area_mm2",
-           "total_energy_pj"]
+__all__ = ["CHIP_COMPONENTS", "COMPONENTS", "CORE_COMPONENTS", "LayerSummary", "Report",
+           "chip_energy_pj", "core_energy_pj", "energy_breakdown", "mapped_area_mm2"]

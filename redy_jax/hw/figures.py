@@ -61,6 +61,25 @@ def gops_per_w(spec: HardwareSpec) -> float:
     return peak_gops(spec) / chip_power_w(spec)
 
 
+def fixed_pj_per_xbar_vector(spec: HardwareSpec) -> dict[str, float]:
+    """Energy that does not scale with streamed planes, per crossbar activation (one
+    crossbar consuming one input vector) [pJ], under ``spec.fixed_costs``.
+
+    ``full_activity``: at ISAAC's full activity every crossbar of a tile is busy, so each
+    carries ``1 / (xbars_per_ima * imas_per_tile)`` of the tile-level power and
+    ``1 / crossbars_per_chip`` of the chip-level power; an activation holds its crossbar
+    for the static schedule, ``planes`` read cycles. Returns ``{"tile_level",
+    "chip_level"}``."""
+    if spec.fixed_costs == "none":
+        return {"tile_level": 0.0, "chip_level": 0.0}
+    ns = spec.planes * spec.t_read_ns  # mW x ns = pJ
+    per_tile = spec.xbars_per_ima * spec.imas_per_tile
+    tile_mw = sum(c.power_mw / c.share for c in spec.components if c.level == "tile")
+    chip_mw = _chip_level(spec, "power_mw")
+    return {"tile_level": tile_mw / per_tile * ns,
+            "chip_level": chip_mw / xbars_per_chip(spec) * ns}
+
+
 def e_ima_per_xbar_plane_pj(spec: HardwareSpec) -> dict[str, float]:
     """IMA energy of one full crossbar read (all columns converted), by component [pJ]."""
     convs = spec.cols
@@ -73,6 +92,13 @@ def e_ima_per_xbar_plane_pj(spec: HardwareSpec) -> dict[str, float]:
         "input_register": spec.e_input_register_pj,
         "output_register": spec.e_output_register_pj,
     }
+
+
+def _fixed_share(spec: HardwareSpec, ima_per_plane_pj: float) -> float:
+    """Share of whole-chip energy that does not scale with planes, for a fully used
+    crossbar streaming every plane (ISAAC's schedule): 26% for ISAAC."""
+    fixed = sum(fixed_pj_per_xbar_vector(spec).values())
+    return fixed / (fixed + ima_per_plane_pj * spec.planes)
 
 
 def derived_figures(spec: HardwareSpec) -> dict[str, float]:
@@ -93,6 +119,8 @@ def derived_figures(spec: HardwareSpec) -> dict[str, float]:
         "e_adc_pj": e_adc_pj(spec),
         "e_ima_per_xbar_plane_pj": ima_total,
         "adc_share_ima_energy": ima["adc"] / ima_total,
+        "fixed_pj_per_xbar_vector": sum(fixed_pj_per_xbar_vector(spec).values()),
+        "fixed_share_full_crossbar": _fixed_share(spec, ima_total),
         "redy_unit_area_share_tile": spec.redy_unit_area_mm2 / ta,
         "min_exact_adc_bits": spec.min_exact_adc_bits(),
         "adc_is_exact": spec.adc_is_exact(),

@@ -20,6 +20,7 @@ from typing import NamedTuple
 from redy_jax.hw.adc import ADC_ENERGY_MODELS
 
 SIGNED_ENCODINGS = ("zero_point", "sign_bit")
+FIXED_COSTS = ("full_activity", "none")
 
 
 class Component(NamedTuple):
@@ -147,9 +148,33 @@ class HardwareSpec:
     e_bus_pj_per_bit: float = 0.054
     """eDRAM-to-IMA bus, per bit moved (derived)."""
     e_router_pj_per_256b: float = 20.74
-    """Router, per 256-bit flit (derived). Inter-tile traffic is not modelled (choice)."""
+    """Router, per 256-bit flit (derived). Per-access router traffic is not counted; the
+    router's power is part of the tile-level costs below (choice)."""
+    e_digital_mac_pj: float = 0.2
+    """One digital multiply-add of the output stage: a zero point or a ReDy group offset
+    times a column's weight sum, added to an output (8 x 16-bit multiply + 32-bit add,
+    Horowitz ISSCC 2014 45 nm ~0.3 pJ, scaled to 32 nm) (choice)."""
+    e_meta_pj_per_bit: float = 0.134
+    """Moving one bit of per-group metadata (ReDy's n and t) from the quantisation unit
+    to the IMA: eDRAM-to-IMA bus 0.054 pJ/bit + one eDRAM access 20.45 / 256 pJ/bit
+    (derived)."""
+
+    # ---- costs that do not scale with streamed bit-planes (whole-chip figure) ----
+    fixed_costs: str = "full_activity"
+    """How tile- and chip-level power (``components`` of level ``tile`` and ``chip``:
+    eDRAM, bus, router, sigmoid, tile S+A, max-pool, tile output register,
+    HyperTransport; dynamic and leakage) is charged in the whole-chip energy:
+    ``full_activity`` charges each crossbar activation (one crossbar consuming one input
+    vector) its share of that power (per crossbar at ISAAC's full activity) for the
+    static schedule's ``planes`` read cycles, whatever the policy streams, so it does not
+    shrink when fewer planes are streamed (ISAAC: 12% of tile power, 26% of chip power);
+    ``none`` leaves them out (choice: full_activity)."""
 
     # ---- ReDy quantisation unit (choice; see docs/choices.md) ----
+    e_lzs_unit_pj_per_act: float = 0.01
+    """Leading-zero detection per activation entering a group (an OR-reduction of the
+    group's codes and a leading-one detector: ~8 two-input gates per activation, ~1 fJ
+    each at 32 nm) (choice)."""
     e_redy_unit_pj_per_act: float = 0.2
     """Statistics + comparators + shifter per activation entering a group: ~8-bit add
     (max, mean), 8-bit square and 16-bit add (variance), compare, shift; Horowitz
@@ -191,6 +216,9 @@ class HardwareSpec:
         if self.act_bits % self.dac_bits:
             raise ValueError(f"HardwareSpec.dac_bits ({self.dac_bits}) must divide act_bits "
                              f"({self.act_bits})")
+        if self.fixed_costs not in FIXED_COSTS:
+            raise ValueError(f"HardwareSpec.fixed_costs must be one of {FIXED_COSTS}, "
+                             f"got {self.fixed_costs!r}")
         if self.signed_encoding not in SIGNED_ENCODINGS:
             raise ValueError(f"HardwareSpec.signed_encoding must be one of {SIGNED_ENCODINGS}, "
                              f"got {self.signed_encoding!r}")

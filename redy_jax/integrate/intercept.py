@@ -7,7 +7,7 @@ activations, residual adds) run digitally in float, as written by the user.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,7 +15,7 @@ from flax.linen.linear import canonicalize_padding
 
 from redy_jax.hw.spec import HardwareSpec
 from redy_jax.policy.map import PolicyMap
-from redy_jax.quant.activations import Calibration
+from redy_jax.quant.activations import ActQuant
 from redy_jax.xbar.layer import crossbar_layer
 
 # Layers that do matrix products the crossbar model does not map.
@@ -79,10 +79,12 @@ def conv_args(module: nn.Conv, x: jnp.ndarray) -> dict:
                 groups=module.feature_group_count)
 
 
-def crossbar_interceptor(records: dict, infos: dict, calibration: Calibration,
+def crossbar_interceptor(records: dict, infos: dict, quants: Mapping[str, ActQuant],
                          policies: PolicyMap, spec: HardwareSpec, mode: str,
                          ste: bool = False) -> Callable:
-    """An interceptor that simulates every mapped layer and fills ``records`` / ``infos``."""
+    """An interceptor that simulates every mapped layer and fills ``records`` / ``infos``.
+
+    ``quants``: the calibration's quantisers by layer path (traced inside the pass)."""
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
@@ -105,12 +107,20 @@ def crossbar_interceptor(records: dict, infos: dict, calibration: Calibration,
             key, i = f"{path}#{i}", i + 1
         y, record, info = crossbar_layer(
             x, jnp.asarray(kernel, jnp.float32), bias, kind=kind, path=path,
-            quant=calibration[path], policy=policy, spec=spec, mode=mode, ste=ste, **extra)
+            quant=_quant(quants, path), policy=policy, spec=spec, mode=mode, ste=ste, **extra)
         records[key] = record
         infos[key] = info
         return y.astype(jnp.result_type(x))
 
     return interceptor
+
+
+def _quant(quants: Mapping[str, ActQuant], path: str) -> ActQuant:
+    if path not in quants:
+        raise KeyError(f"no calibration for layer {path!r}; calibrated layers: "
+                       f"{sorted(quants)[:5]}...")
+    q = quants[path]
+    return q
 
 
 def observe_interceptor(observe: Callable[[str, jnp.ndarray], None]) -> Callable:

@@ -11,12 +11,16 @@ per input vector (``window``) or per image over the feature map (``channel``):
 3. Shift: ``t = #{i : stat > thresholds[i]}`` LSBs are dropped (group step = layer step
    x 2^t, a shift), the statistic being the group's standard deviation (or max/range).
 4. Precision: ``n`` = the bits the group's maximum needs after the shift (the maximum
-   optionally clipped at ``mean + clip_k * std``), clamped to ``[n_min, act_bits]``.
-   Codes are requantised as ``clip(round((q - offset) / 2^t), 0, 2^n - 1)``.
+   optionally clipped at ``mean + clip_k * std``), clamped to ``[n_min, bits]``
+   (``bits``: the layer's code width; an all-zero group streams nothing at
+   ``n_min = 0``). Codes are requantised as ``clip(round((q - offset) / 2^t), 0,
+   2^n - 1)``.
 5. Only ``n`` bit-planes are streamed for that group, with S+A shift ``i + t``.
 
-Thresholds that are never exceeded and ``clip_k = inf`` give lossless leading-zero
-skipping (with per-group offsets): the logits equal static 8-bit exactly.
+A shift never needs more bits than the codes it shifts, so ReDy never streams more
+planes than leading-zero skipping for the same group; thresholds that are never
+exceeded, ``clip_k = inf`` and ``offsets=False`` give leading-zero skipping exactly
+(with ``offsets=True``, its lossless variant with per-group zero points).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from redy_jax.policy.stats import bits_needed, digits_for_bits, group_stats
+from redy_jax.policy.stats import bits_needed, digits_for_bits, group_stats, unit_counts
 from redy_jax.xbar.plan import (
     GRANULARITIES,
     GroupSums,
@@ -49,7 +53,9 @@ class ReDy:
     thresholds: jnp.ndarray
     granularity: str = struct.field(pytree_node=False, default="window")
     statistic: str = struct.field(pytree_node=False, default="std")
-    n_min: int = struct.field(pytree_node=False, default=1)
+    n_min: int = struct.field(pytree_node=False, default=0)
+    offsets: bool = struct.field(pytree_node=False, default=True)
+    """Zero-point layers stream ``q - min(group)`` (the group's own zero point)."""
     clip_k: float = struct.field(pytree_node=False, default=math.inf)
     temperature: float = struct.field(pytree_node=False, default=0.0)
     """0: the hard rule. > 0: straight-through relaxation for tuning (see :meth:`plan`);
@@ -66,8 +72,8 @@ class ReDy:
         if self.statistic not in STATISTICS:
             raise ValueError(f"ReDy.statistic must be one of {STATISTICS}, "
                              f"got {self.statistic!r}")
-        if not (isinstance(self.n_min, int) and 1 <= self.n_min <= 16):
-            raise ValueError(f"ReDy.n_min must be an integer in [1, 16], got {self.n_min!r}")
+        if not (isinstance(self.n_min, int) and 0 <= self.n_min <= 16):
+            raise ValueError(f"ReDy.n_min must be an integer in [0, 16], got {self.n_min!r}")
         if not self.clip_k > 0:
             raise ValueError(f"ReDy.clip_k must be > 0 (inf: no clipping), got {self.clip_k}")
         if not self.temperature >= 0:
@@ -85,11 +91,11 @@ class ReDy:
         """Group statistics ``(max, min, mean, std)`` -> (offsets, shifts t, bits n),
         each (V, T); ``t`` given: the decision with that many LSBs dropped."""
         mx, mn, mean, std = stats
-        use_offset = ctx.zero_point != 0 and not ctx.sign_bit
+        use_offset = self.offsets and ctx.zero_point
         offset = mn.astype(jnp.int32) if use_offset else jnp.zeros(mn.shape, jnp.int32)
         if t is None:
             t = self.shifts(self.statistic_of(mx, mn, mean, std))
-        t = jnp.minimum(t, ctx.spec.act_bits - 1)
+        t = jnp.minimum(t, ctx.bits - 1)
         top = mx
         if math.isfinite(self.clip_k):
             top = jnp.minimum(mx, jnp.ceil(mean + self.clip_k * std))
@@ -99,7 +105,7 @@ class ReDy:
             n = jnp.maximum(bits_needed(round_shift(top, t), True), bits_needed(lo, True))
         else:
             n = bits_needed(round_shift(top, t), False)
-        n = jnp.clip(n, self.n_min, ctx.spec.act_bits)
+        n = jnp.clip(n, self.n_min, ctx.bits)
         return offset, t, n
 
     def plan(self, sums: GroupSums, ctx: LayerContext) -> Plan:
@@ -118,9 +124,7 @@ class ReDy:
         """
         stats = group_stats(sums, ctx, self.granularity)
         offset, t, n = self.decide(stats, ctx)
-        per_vector = ctx.tiling.k if self.granularity == "window" else -(-ctx.tiling.k //
-                                                                         ctx.tiling.taps)
-        use_offset = ctx.zero_point != 0 and not ctx.sign_bit
+        use_offset = self.offsets and ctx.zero_point
         planes = digits_for_bits(n, ctx.spec).astype(jnp.int32)
         relaxation = None
         if self.temperature > 0:
@@ -136,8 +140,8 @@ class ReDy:
             cand = jax.vmap(candidate, out_axes=-1)(jnp.arange(probs.shape[-1] + 1))
             relaxation = Relaxation(*cand, probs=probs)
         return Plan(planes=planes, shifts=t, offsets=offset if use_offset else None, bits=n,
-                    unit_ops=jnp.full((t.shape[0],), per_vector, jnp.int32),
-                    relaxation=relaxation, granularity=self.granularity)
+                    relaxation=relaxation, granularity=self.granularity, unit="redy",
+                    **unit_counts(ctx, self.granularity, t.shape[0], ctx.spec.redy_meta_bits))
 
 
 def lossless(t_max: int = 4, **kw) -> ReDy:

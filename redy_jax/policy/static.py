@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import struct
 
-from redy_jax.policy.stats import bits_needed, digits_for_bits, group_stats
+from redy_jax.policy.stats import bits_needed, digits_for_bits, group_stats, unit_counts
 from redy_jax.xbar.plan import GRANULARITIES, GroupSums, LayerContext, Plan
 
 
@@ -24,7 +24,9 @@ class Float:
 
 @struct.dataclass
 class Static:
-    """ISAAC-like baseline: every group streams all ``act_bits`` bits."""
+    """ISAAC-like baseline: every group streams all of its layer's code bits (the
+    calibration's ``bits``: 8 for the ISAAC baseline, fewer for static k-bit or
+    per-layer mixed precision)."""
 
     name: str = struct.field(pytree_node=False, default="static")
 
@@ -37,7 +39,12 @@ class Static:
 
 @struct.dataclass
 class LeadingZeroSkip:
-    """Lossless: each group streams only the bits its largest code needs (no LSB drop)."""
+    """Lossless: each group streams only the bits its largest code needs (no LSB drop).
+
+    The detector (an OR-reduction of the group's codes) sees every activation of every
+    group (``lzs_unit_ops``); the planes n of each group are sent to its crossbars
+    (``redy_meta_bits / 2`` bits per group); ``channel`` groups read the input feature
+    map once more before streaming."""
 
     granularity: str = struct.field(pytree_node=False, default="window")
     name: str = struct.field(pytree_node=False, default="lzs")
@@ -57,8 +64,11 @@ class LeadingZeroSkip:
         bits = bits_needed(mx.astype(jnp.int32), ctx.sign_bit)
         if ctx.sign_bit:
             bits = jnp.maximum(bits, bits_needed(mn.astype(jnp.int32), True))
-        planes = jnp.minimum(digits_for_bits(bits, ctx.spec), ctx.spec.planes).astype(jnp.int32)
-        return Plan(planes=planes, granularity=self.granularity)
+        planes = jnp.minimum(digits_for_bits(bits, ctx.spec),
+                             digits_for_bits(ctx.bits, ctx.spec)).astype(jnp.int32)
+        return Plan(planes=planes, granularity=self.granularity, unit="lzs",
+                    **unit_counts(ctx, self.granularity, planes.shape[0],
+                                  ctx.spec.redy_meta_bits // 2))
 
 
 __all__ = ["Float", "LeadingZeroSkip", "Static"]

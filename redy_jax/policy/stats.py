@@ -51,4 +51,23 @@ def group_stats(sums: GroupSums, ctx: LayerContext, granularity: str):
     return mx, mn, mean, std
 
 
-__all__ = ["bits_needed", "digits_for_bits", "group_stats"]
+def unit_counts(ctx: LayerContext, granularity: str, vectors: int, meta_bits: int) -> dict:
+    """The per-vector hardware work of a policy's decision unit (``Plan`` fields):
+
+    ``unit_ops``: activations through the unit — ``window``: every activation of every
+    window (K per vector); ``channel``: the feature map once (input channels per vector
+    of a kernel-wide stride). ``meta_bits``: ``meta_bits`` per decided group (per
+    window, or per image for ``channel``, charged to the image's first vector).
+    ``stat_reads``: ``channel`` groups read the feature map once more before streaming
+    (their decision needs all of it)."""
+    t = ctx.tiling
+    ones = jnp.ones((vectors,), jnp.int32)
+    if granularity == "window":
+        return {"unit_ops": ones * t.k, "meta_bits": ones * (t.n_row_tiles * meta_bits)}
+    per_map = -(-t.k // t.taps)
+    first = (jnp.arange(vectors) % ctx.vectors_per_image == 0).astype(jnp.int32)
+    return {"unit_ops": ones * per_map, "stat_reads": ones * per_map,
+            "meta_bits": first * (t.n_row_tiles * meta_bits)}
+
+
+__all__ = ["bits_needed", "digits_for_bits", "group_stats", "unit_counts"]

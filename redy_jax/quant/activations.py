@@ -1,7 +1,8 @@
 """Uniform activation quantisation and static per-layer calibration.
 
-A layer's input ``x`` is quantised to unsigned ``act_bits`` codes
-``q = clip(round(x / scale) + zero_point, 0, 2**act_bits - 1)``, so the real value of
+A layer's input ``x`` is quantised to unsigned ``bits``-bit codes (per layer, at most
+the hardware's ``act_bits``) ``q = clip(round(x / scale) + zero_point, 0, 2**bits -
+1)``, so the real value of
 a code is ``(q - zero_point) * scale``. Layers whose calibration inputs are never
 negative get ``zero_point = 0``; signed layers (e.g. a normalised image, a linear
 bottleneck) get an asymmetric range with a zero point (or, with
@@ -15,26 +16,40 @@ or is the observed range itself (``method='minmax'``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 CLIP_GRID = tuple(float(f) for f in np.linspace(0.25, 1.0, 31))
 CALIBRATION_METHODS = ("mse", "minmax")
 
 
-@dataclass(frozen=True)
+@struct.dataclass
 class ActQuant:
-    """Static quantiser of one layer's input (hashable: a static argument of jit)."""
+    """Quantiser of one layer's input: ``q = clip(round(x / scale) + zero_point, 0,
+    2**bits - 1)``, the real value of a code being ``(q - zero_point) * scale``.
+
+    A pytree: ``scale``, ``zero_point``, ``bits``, ``lo`` and ``hi`` are leaves (traced
+    inside the jitted pass, so changing a calibration does not recompile it); ``signed``
+    is static (it decides how the layer streams its codes)."""
 
     scale: float
     zero_point: int
-    signed: bool
-    """True when the calibration inputs had negative values."""
     lo: float
     hi: float
     """Clipping range in real units."""
+    bits: int = 8
+    """Code width [bits] (the layer streams at most ``ceil(bits / dac_bits)`` planes)."""
+    signed: bool = struct.field(pytree_node=False, default=False)
+    """True when the calibration inputs had negative values (a zero point, or
+    two's-complement codes under sign-bit streaming)."""
+
+    def to_dict(self) -> dict:
+        return {"scale": float(self.scale), "zero_point": int(self.zero_point),
+                "bits": int(self.bits), "signed": bool(self.signed), "lo": float(self.lo),
+                "hi": float(self.hi)}
 
 
 def make_quant(lo: float, hi: float, bits: int, sign_bit: bool = False) -> ActQuant:
@@ -42,20 +57,22 @@ def make_quant(lo: float, hi: float, bits: int, sign_bit: bool = False) -> ActQu
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     levels = (1 << bits) - 1
     if lo == 0.0:
-        return ActQuant(scale=max(hi, 1e-12) / levels, zero_point=0, signed=False, lo=0.0, hi=hi)
+        return ActQuant(scale=max(hi, 1e-12) / levels, zero_point=0, signed=False, lo=0.0,
+                        hi=hi, bits=bits)
     if sign_bit:  # symmetric two's complement: codes in [-2^(b-1), 2^(b-1) - 1]
         m = max(-lo, hi)
         s = max(m, 1e-12) / ((1 << (bits - 1)) - 1)
-        return ActQuant(scale=s, zero_point=1 << (bits - 1), signed=True, lo=-m, hi=m)
+        return ActQuant(scale=s, zero_point=1 << (bits - 1), signed=True, lo=-m, hi=m,
+                        bits=bits)
     scale = max(hi - lo, 1e-12) / levels
     zp = int(np.clip(np.round(-lo / scale), 0, levels))
-    return ActQuant(scale=scale, zero_point=zp, signed=True, lo=lo, hi=hi)
+    return ActQuant(scale=scale, zero_point=zp, signed=True, lo=lo, hi=hi, bits=bits)
 
 
-def quantize(x: jnp.ndarray, q: ActQuant, bits: int) -> jnp.ndarray:
-    """Float activations -> unsigned int32 codes in ``[0, 2**bits)``."""
+def quantize(x: jnp.ndarray, q: ActQuant) -> jnp.ndarray:
+    """Float activations -> unsigned int32 codes in ``[0, 2**q.bits)``."""
     codes = jnp.round(x / q.scale) + q.zero_point
-    return jnp.clip(codes, 0, (1 << bits) - 1).astype(jnp.int32)
+    return jnp.clip(codes, 0, jnp.left_shift(1, q.bits) - 1).astype(jnp.int32)
 
 
 def fake_quant_error(x: jnp.ndarray, lo: jnp.ndarray, hi: jnp.ndarray, bits: int) -> jnp.ndarray:
@@ -72,15 +89,11 @@ def fake_quant_error(x: jnp.ndarray, lo: jnp.ndarray, hi: jnp.ndarray, bits: int
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per-layer static activation quantisers, keyed by module path."""
+    """Per-layer activation quantisers, keyed by module path, and how they were made."""
 
     layers: Mapping[str, ActQuant]
     method: str
     images: int
-    act_bits: int
-
-    def __hash__(self):
-        return hash((tuple(sorted(self.layers.items())), self.method, self.images, self.act_bits))
 
     def __getitem__(self, path: str) -> ActQuant:
         if path not in self.layers:
@@ -88,6 +101,26 @@ class Calibration:
                            f"{sorted(self.layers)[:5]}...")
         return self.layers[path]
 
+    def __hash__(self):
+        return hash((tuple(sorted((k, tuple(v.to_dict().items()))
+                                  for k, v in self.layers.items())), self.method, self.images))
+
+    @property
+    def structure(self) -> tuple:
+        """What a compiled pass depends on: the layers and which are signed (scales, zero
+        points and bits are traced values)."""
+        return tuple(sorted((k, v.signed) for k, v in self.layers.items()))
+
+    @property
+    def bits(self) -> dict[str, int]:
+        return {k: int(v.bits) for k, v in self.layers.items()}
+
+    def with_bits(self, others: Mapping[str, Calibration]) -> Calibration:
+        """Per-layer mix: layer ``p`` takes its quantiser from ``others[p]`` (e.g. the
+        calibration at the bit width chosen for it), the rest from this one."""
+        layers = {k: (others[k].layers[k] if k in others else v) for k, v in self.layers.items()}
+        return Calibration(layers=layers, method=f"mixed({self.method})", images=self.images)
+
     def to_dict(self) -> dict:
-        return {"method": self.method, "images": self.images, "act_bits": self.act_bits,
-                "layers": {k: asdict(v) for k, v in self.layers.items()}}
+        return {"method": self.method, "images": self.images,
+                "layers": {k: v.to_dict() for k, v in self.layers.items()}}

@@ -35,12 +35,13 @@ def candidate_ranges(lo: float, hi: float, sign_bit: bool) -> tuple[jnp.ndarray,
     return grid * lo, grid * hi
 
 
-def fit_calibration(lo: Mapping[str, float], hi: Mapping[str, float], act_bits: int, *,
+def fit_calibration(lo: Mapping[str, float], hi: Mapping[str, float], bits: int, *,
                     sign_bit: bool, method: str, images: int,
                     sse: Mapping[str, np.ndarray] | None = None) -> Calibration:
-    """Quantisers from the observed range of each layer (``lo``/``hi`` by layer path)
-    and, for ``method='mse'``, the summed squared error of each candidate of
-    :func:`candidate_ranges` (``sse[path]``, one entry per grid point)."""
+    """``bits``-bit quantisers from the observed range of each layer (``lo``/``hi`` by
+    layer path) and, for ``method='mse'``, the summed squared error of each candidate of
+    :func:`candidate_ranges` at ``bits`` bits (``sse[path]``, one entry per grid
+    point)."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
     frac = dict.fromkeys(lo, 1.0)
@@ -48,8 +49,8 @@ def fit_calibration(lo: Mapping[str, float], hi: Mapping[str, float], act_bits: 
         if sse is None:
             raise ValueError("method='mse' needs the squared errors of every candidate (sse)")
         frac = {p: CLIP_GRID[int(np.argmin(sse[p]))] for p in lo}
-    layers = {p: make_quant(lo[p] * frac[p], hi[p] * frac[p], act_bits, sign_bit) for p in lo}
-    return Calibration(layers=layers, method=method, images=images, act_bits=act_bits)
+    layers = {p: make_quant(lo[p] * frac[p], hi[p] * frac[p], bits, sign_bit) for p in lo}
+    return Calibration(layers=layers, method=method, images=images)
 
 
 __all__ = ["candidate_ranges", "fit_calibration"]

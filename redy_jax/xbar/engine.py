@@ -18,6 +18,7 @@ from redy_jax.hw.spec import HardwareSpec
 from redy_jax.xbar.bit_serial import faithful_partial_sums
 from redy_jax.xbar.exact import code_bound, exact_matmul, exact_tile_sums
 from redy_jax.xbar.layout import Tiling, tile
+from redy_jax.xbar.plan import Plan
 from redy_jax.xbar.weights import StoredWeights, store_weights
 
 MODES = ("auto", "exact", "faithful")
@@ -26,6 +27,7 @@ X_ENCODINGS = ("unsigned", "sign_bit", "zero_point")
 COUNT_FIELDS = (
     "xbar_reads", "adc_conversions", "dac_drives", "sample_holds", "shift_adds",
     "input_register", "output_register", "edram_bits", "bus_bits", "redy_unit_ops",
+    "lzs_unit_ops", "meta_bits", "digital_macs", "stat_read_bits", "xbar_vectors",
     "cycles", "streamed_bits", "activations", "adc_saturations",
 )
 
@@ -39,8 +41,18 @@ class Counts:
     dac_drives: rows driven by a DAC for one bit-plane.
     sample_holds / shift_adds: one per ADC conversion.
     input_register / output_register: register traffic, one per crossbar read.
-    edram_bits / bus_bits: eDRAM buffer and eDRAM-to-IMA bus traffic [bits].
-    redy_unit_ops: activations processed by ReDy's quantisation unit.
+    edram_bits / bus_bits: eDRAM buffer and eDRAM-to-IMA bus traffic [bits]: the
+      vector's codes at the layer's code width, its outputs at ``act_bits``.
+    redy_unit_ops / lzs_unit_ops: activations through ReDy's quantisation unit / the
+      leading-zero detector.
+    meta_bits: per-group metadata moved to the IMAs (ReDy's n and t, to every crossbar
+      of the group's row tile).
+    digital_macs: output-stage multiply-adds (zero point, or ReDy group offsets, times
+      column weight sums).
+    stat_read_bits: extra eDRAM reads for statistics (``channel`` groups read the whole
+      input feature map once before streaming).
+    xbar_vectors: crossbar activations (one crossbar consuming one input vector), which
+      carry the tile- and chip-level costs that do not scale with planes.
     cycles: read cycles until the vector's slowest row tile is done (latency).
     streamed_bits: activation bits streamed (sum over rows of digits x dac_bits).
     activations: activations consumed (K per vector).
@@ -57,6 +69,11 @@ class Counts:
     edram_bits: jnp.ndarray
     bus_bits: jnp.ndarray
     redy_unit_ops: jnp.ndarray
+    lzs_unit_ops: jnp.ndarray
+    meta_bits: jnp.ndarray
+    digital_macs: jnp.ndarray
+    stat_read_bits: jnp.ndarray
+    xbar_vectors: jnp.ndarray
     cycles: jnp.ndarray
     streamed_bits: jnp.ndarray
     activations: jnp.ndarray
@@ -96,37 +113,50 @@ def to_tiles(x_codes: jnp.ndarray, tiling: Tiling) -> jnp.ndarray:
     return x.reshape(v, tiling.n_row_tiles, tiling.rows_per_tile)
 
 
-def count_events(planes: jnp.ndarray | None, tiling: Tiling, spec: HardwareSpec,
-                 saturated: jnp.ndarray | None = None,
-                 redy_unit_ops: jnp.ndarray | None = None, vectors: int | None = None) -> Counts:
-    """Exact event counts from the digit planes streamed per (vector, row tile).
+def count_events(plan: Plan, tiling: Tiling, spec: HardwareSpec, *, vectors: int,
+                 layer_bits=None, zero_point: bool = False,
+                 saturated: jnp.ndarray | None = None) -> Counts:
+    """Exact event counts per input vector from a policy's plan.
 
     Args:
-      planes: int32 (V, T) digit planes streamed for each group (fewer than
-        ``spec.planes`` under leading-zero skipping or ReDy), or None when every group
-        streams all ``spec.planes`` (then ``vectors`` gives V; counts are constants).
+      plan: ``plan.planes`` int32 (V, T) digit planes streamed per group (fewer than
+        the layer's under leading-zero skipping or ReDy; float when relaxed, so counts
+        stay differentiable), or None when every group streams all the layer's planes.
+      vectors: V.
+      layer_bits: the layer's code width (int or traced scalar; default ``act_bits``).
+      zero_point: the layer streams zero-point codes (one digital multiply-add per
+        output, plus one per row tile with ReDy group offsets).
+      saturated: int32 (V,) ADC conversions that clipped (faithful ADC).
     """
+    v = vectors
     c = tiling.n_col_tiles
+    t = tiling.n_row_tiles
     conv_per_plane = tiling.n * spec.slices + (c if spec.unit_column else 0)
-    in_bits = tiling.k * spec.act_bits
+    bits = spec.act_bits if layer_bits is None else layer_bits
+    full = -(-jnp.asarray(bits, jnp.int32) // spec.dac_bits)  # the layer's planes
+    planes = plan.planes
     if planes is None:
-        v = vectors
-        sum_planes = spec.planes * tiling.n_row_tiles
-        row_planes = spec.planes * tiling.k  # sum over row tiles of planes x rows used
-        cycles = spec.planes
+        dtype = jnp.int32
+        sum_planes = full * t
+        row_planes = full * tiling.k  # sum over row tiles of planes x rows used
+        cycles = full
     else:
-        v = planes.shape[0]
         # Float planes (a relaxed policy) keep their dtype so counts stay differentiable.
         if not jnp.issubdtype(planes.dtype, jnp.floating):
             planes = planes.astype(jnp.int32)
-        rows_used = jnp.asarray(tiling.rows_used, planes.dtype)
+        dtype = planes.dtype
+        rows_used = jnp.asarray(tiling.rows_used, dtype)
         sum_planes = planes.sum(axis=1)
         row_planes = (planes * rows_used).sum(axis=1)
         cycles = planes.max(axis=1)
-    dtype = jnp.int32 if planes is None else planes.dtype
     const = lambda val: jnp.broadcast_to(jnp.asarray(val, dtype), (v,))
+    per_vector = lambda a: const(0) if a is None else a.astype(dtype)
     reads = const(sum_planes * c)
     conversions = const(sum_planes * conv_per_plane)
+    in_bits = tiling.k * jnp.asarray(bits, jnp.int32)
+    macs = 0
+    if zero_point:
+        macs = tiling.n * ((t + 1) if plan.offsets is not None else 1)
     return Counts(
         xbar_reads=reads,
         adc_conversions=conversions,
@@ -137,24 +167,31 @@ def count_events(planes: jnp.ndarray | None, tiling: Tiling, spec: HardwareSpec,
         output_register=reads,
         edram_bits=const(in_bits + tiling.n * spec.act_bits),
         bus_bits=const(in_bits),
-        redy_unit_ops=const(0) if redy_unit_ops is None else redy_unit_ops.astype(dtype),
+        redy_unit_ops=per_vector(plan.unit_ops if plan.unit == "redy" else None),
+        lzs_unit_ops=per_vector(plan.unit_ops if plan.unit == "lzs" else None),
+        meta_bits=per_vector(None if plan.meta_bits is None else plan.meta_bits * c),
+        digital_macs=const(macs),
+        stat_read_bits=per_vector(None if plan.stat_reads is None
+                                  else plan.stat_reads * jnp.asarray(bits, jnp.int32)),
+        xbar_vectors=const(t * c),
         cycles=const(cycles),
         streamed_bits=const(row_planes * spec.dac_bits),
         activations=const(tiling.k),
-        adc_saturations=const(0) if saturated is None else saturated.astype(dtype),
+        adc_saturations=per_vector(saturated),
     )
 
 
 def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: HardwareSpec, *,
-              signed: bool, mode: str, planes: jnp.ndarray | None = None,
-              shifts: jnp.ndarray | None = None,
-              redy_unit_ops: jnp.ndarray | None = None) -> tuple[jnp.ndarray, Counts]:
+              signed: bool, mode: str, plan: Plan = Plan(), layer_bits=None,
+              zero_point: bool = False) -> tuple[jnp.ndarray, Counts]:
     """Crossbar products of tiled codes and their events.
 
     Args:
-      x_tiles: int32 (V, T, R) streamed codes (already shifted right by ``shifts``).
-      planes: int32 (V, T) digit planes streamed per group (default: all).
-      shifts: int32 (V, T) LSBs dropped per group; the S+A shift of plane i is i + t.
+      x_tiles: int32 (V, T, R) streamed codes (already requantised as ``plan`` says).
+      plan: the policy's plan for these vectors (default: every group streams every
+        plane, no shift); ``plan.shifts`` (V, T) are the LSBs dropped per group: the
+        S+A shift of plane i is i + t.
+      layer_bits, zero_point: see :func:`count_events`.
     Returns:
       ``(y, counts)``: int32 (V, N) outputs before zero-point removal, per-vector counts.
     """
@@ -162,7 +199,7 @@ def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: Hard
     v, t, r = x_tiles.shape
     saturated = None
     x_max = code_bound(spec.act_bits, signed)
-    if mode == "exact" and shifts is None:
+    if mode == "exact" and plan.shifts is None:
         y = exact_matmul(x_tiles.reshape(v, t * r), w.codes.reshape(t * r, -1), x_max,
                          spec.weight_bits)
     else:
@@ -171,10 +208,11 @@ def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: Hard
         else:
             partial, saturated = faithful_partial_sums(x_tiles, w, spec, signed,
                                                        last_rows=tiling.rows_used[-1])
-        if shifts is not None:
-            partial = partial << shifts[..., None]
+        if plan.shifts is not None:
+            partial = partial << plan.shifts[..., None]
         y = partial.sum(axis=1)
-    return y, count_events(planes, tiling, spec, saturated, redy_unit_ops, vectors=v)
+    return y, count_events(plan, tiling, spec, vectors=v, layer_bits=layer_bits,
+                           zero_point=zero_point, saturated=saturated)
 
 
 def _check_range(name: str, found, lo: int, hi: int, what: str) -> None:
@@ -195,7 +233,8 @@ def _crossbar_matmul(x_codes, w_codes, zero_point, spec, encoding, mode, taps):
     tiling = tile(k, n, spec, taps)
     stored = store_weights(w_codes, tiling, spec)
     y, counts = run_tiles(to_tiles(x_codes.astype(jnp.int32), tiling), stored, tiling, spec,
-                          signed=encoding == "sign_bit", mode=mode)
+                          signed=encoding == "sign_bit", mode=mode,
+                          zero_point=encoding == "zero_point")
     if encoding == "zero_point":
         y = y - zero_point * stored.col_sum
     ranges = (x_codes.min(initial=0), x_codes.max(initial=0), w_codes.min(initial=0),

@@ -66,21 +66,23 @@ class LayerInfo(NamedTuple):
     macs_per_image: int
 
 
-def count_plan(plan: Plan, tiling: Tiling, spec: HardwareSpec, groups: int, images: int,
-               vectors_per_image: int):
+def count_plan(plan: Plan, tiling: Tiling, spec: HardwareSpec, ctx: LayerContext,
+               groups: int):
     """Events of a hard plan with an exact ADC, in closed form: counts per image and the
     (n, t) histogram. Plan leaves (G, images * vectors_per_image, ...)."""
-    v = images * vectors_per_image
-    if plan.planes is None:  # every group streams every plane: the same for all groups
-        counts = count_events(None, tiling, spec, vectors=v)
+    v = ctx.images * ctx.vectors_per_image
+    count = lambda p: count_events(p, tiling, spec, vectors=v, layer_bits=ctx.bits,
+                                   zero_point=ctx.zero_point)
+    layer_planes = -(-jnp.asarray(ctx.bits, jnp.int32) // spec.dac_bits)
+    if plan.planes is None and plan.unit_ops is None:  # every group streams every plane
+        counts = count(jax.tree_util.tree_map(lambda a: a[0], plan))
         cycles = counts.cycles
         counts = jax.tree_util.tree_map(lambda a: a * groups, counts).replace(cycles=cycles)
-        hist = nt_histogram(None, None, spec, v * groups * tiling.n_row_tiles)
-        return counts.sum_groups(images), hist
-    per_group = jax.vmap(lambda p: (count_events(p.planes, tiling, spec, None, p.unit_ops),
-                                    nt_histogram(p.planes, p.shifts, spec)))
+        hist = nt_histogram(None, None, spec, v * groups * tiling.n_row_tiles, layer_planes)
+        return counts.sum_groups(ctx.images), hist
+    per_group = jax.vmap(lambda p: (count(p), nt_histogram(p.planes, p.shifts, spec)))
     counts, hist = combine_groups(*per_group(plan))
-    return counts.sum_groups(images), hist
+    return counts.sum_groups(ctx.images), hist
 
 
 def _straight_through(y, x, w_codes, w_scale, bias, kind, shape: ConvShape | None):
@@ -118,9 +120,10 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     """
     b = x.shape[0]
     sign_bit = spec.signed_encoding == "sign_bit" and quant.signed
-    zp = quant.zero_point if quant.signed or quant.zero_point else 0
+    # zero-point layers centre their codes digitally; others stream them as they are
+    zp = quant.zero_point if (quant.signed and not sign_bit) else 0
     nonfinite = ~jnp.all(jnp.isfinite(x))
-    codes = quantize(x, quant, spec.act_bits)
+    codes = quantize(x, quant)
     if kind == "dense":
         kh = kw = 1
         cin_g, cout = kernel.shape
@@ -139,13 +142,14 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     m = math.prod(out_hw)
     exact = resolve_mode(mode, tiling, spec) == "exact"
     ctx = LayerContext(path=path, kind=kind, tiling=tiling, spec=spec, images=b,
-                       vectors_per_image=m, zero_point=zp, sign_bit=sign_bit)
+                       vectors_per_image=m, signed=quant.signed, sign_bit=sign_bit,
+                       bits=quant.bits)
 
     # Streamed codes: two's complement values q - zp under sign-bit streaming; spatial
     # padding streams the code of a real zero.
-    xs = codes - zp if sign_bit else codes
+    xs = codes - quant.zero_point if sign_bit else codes
     if kind != "dense":
-        xs = jnp.pad(xs, ((0, 0), *shape.pads, (0, 0)), constant_values=0 if sign_bit else zp)
+        xs = jnp.pad(xs, ((0, 0), *shape.pads, (0, 0)), constant_values=zp)
 
     # The policy's decisions for every group of the batch, from statistics (no im2col).
     sums = None
@@ -165,7 +169,7 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
 
     hard = plan.relaxation is None
     if exact and hard:
-        counts, hist = count_plan(plan, tiling, spec, groups, b, m)
+        counts, hist = count_plan(plan, tiling, spec, ctx, groups)
     if exact and hard and kind != "dense":
         if not plan.requantizes:
             strategy = static_conv
@@ -181,8 +185,7 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
         y_int, c_counts, c_hist = tiled_layer(
             xs, plan, stored, tiling, spec, kind=kind, groups=groups, cin_g=cin_g,
             kernel=(kh, kw), strides=tuple(strides), dilation=tuple(kernel_dilation),
-            out_hw=out_hw, exact=exact, zero_point=zp, sign_bit=sign_bit,
-            count=not (exact and hard))
+            out_hw=out_hw, exact=exact, ctx=ctx, zero_point=zp, count=not (exact and hard))
         if not (exact and hard):
             counts, hist = c_counts, c_hist
     y = y_int.astype(jnp.float32) * (quant.scale * w_scale)

@@ -34,7 +34,7 @@ GRANULARITIES = ("window", "channel")
 
 
 class LayerContext(NamedTuple):
-    """What a policy knows about the layer it is applied to (static)."""
+    """What a policy knows about the layer it is applied to."""
 
     path: str
     kind: str  # "conv", "depthwise", "grouped", "dense"
@@ -42,8 +42,18 @@ class LayerContext(NamedTuple):
     spec: HardwareSpec
     images: int
     vectors_per_image: int
-    zero_point: int
+    signed: bool
+    """The layer's codes carry a zero point (or are two's complement under sign_bit)."""
     sign_bit: bool
+    """Codes are streamed as two's complement (a sign plane)."""
+    bits: int | jnp.ndarray = 8
+    """The layer's code width [bits] (<= ``spec.act_bits``; a traced scalar inside the
+    simulated pass)."""
+
+    @property
+    def zero_point(self) -> bool:
+        """The layer streams unsigned codes with a zero point (removed digitally)."""
+        return self.signed and not self.sign_bit
 
 
 class GroupSums(NamedTuple):
@@ -79,18 +89,24 @@ class Plan:
     """A policy's decision for every group of a layer's batch. Array fields are (V, T)
     except ``unit_ops`` (V,); None where the policy has none.
 
-    ``planes``: digit planes streamed per group (None: every group streams all
-    ``spec.planes``). ``bits``: None when the static codes are streamed unchanged
+    ``planes``: digit planes streamed per group (None: every group streams all the
+    layer's planes). ``bits``: None when the static codes are streamed unchanged
     (static, leading-zero skipping); else the group is requantised with ``offsets``
-    (None: 0), ``shifts`` and ``bits``. ``unit_ops``: activations through the
-    quantisation unit. ``granularity``: the groups the decisions cover (static)."""
+    (None: 0), ``shifts`` and ``bits``. ``unit_ops``: activations through the policy's
+    decision unit, ``unit`` (``"redy"``, ``"lzs"``; static). ``meta_bits``: metadata
+    bits (n, t) per vector, sent to every crossbar of the group's row tile.
+    ``stat_reads``: activations read once more for statistics, per vector.
+    ``granularity``: the groups the decisions cover (static)."""
 
     planes: jnp.ndarray | None = None
     shifts: jnp.ndarray | None = None
     offsets: jnp.ndarray | None = None
     bits: jnp.ndarray | None = None
     unit_ops: jnp.ndarray | None = None
+    meta_bits: jnp.ndarray | None = None
+    stat_reads: jnp.ndarray | None = None
     relaxation: Relaxation | None = None
+    unit: str = struct.field(pytree_node=False, default="redy")
     granularity: str = struct.field(pytree_node=False, default="window")
 
     @property

@@ -20,16 +20,25 @@ from redy_jax.xbar.engine import Counts, count_events, run_tiles
 from redy_jax.xbar.exact import HIGHEST, code_bound, exact_matmul
 from redy_jax.xbar.layout import Tiling
 from redy_jax.xbar.lowering import im2col
-from redy_jax.xbar.plan import Plan, affine, effective_values, expected, streamed_codes
+from redy_jax.xbar.plan import (
+    LayerContext,
+    Plan,
+    affine,
+    effective_values,
+    expected,
+    streamed_codes,
+)
 from redy_jax.xbar.weights import StoredWeights
 
 
-def nt_histogram(planes, shifts, spec: HardwareSpec, groups: int = 0) -> jnp.ndarray:
+def nt_histogram(planes, shifts, spec: HardwareSpec, groups: int = 0,
+                 layer_planes=None) -> jnp.ndarray:
     """int32 (P+1, P+1): groups streaming n planes with t LSBs dropped. ``planes`` None:
-    ``groups`` groups all streamed every plane with no shift."""
+    ``groups`` groups all streamed the layer's ``layer_planes`` planes with no shift."""
     p = spec.planes + 1
     if planes is None:
-        return jnp.zeros((p, p), jnp.int32).at[p - 1, 0].set(groups)
+        full = p - 1 if layer_planes is None else layer_planes
+        return jnp.zeros((p, p), jnp.int32).at[full, 0].set(groups)
     t = jnp.zeros_like(planes) if shifts is None else jnp.clip(shifts, 0, p - 1)
     idx = jnp.clip(planes, 0, p - 1) * p + t
     return jnp.bincount(idx.reshape(-1), length=p * p).reshape(p, p).astype(jnp.int32)
@@ -57,7 +66,7 @@ def soft_values(x_tiles: jnp.ndarray, plan: Plan, sign_bit: bool):
 
 
 def stream_group(x_tiles: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling: Tiling,
-                 spec: HardwareSpec, *, exact: bool, zero_point: int, sign_bit: bool,
+                 spec: HardwareSpec, *, exact: bool, ctx: LayerContext, zero_point,
                  count: bool):
     """Streams one crossbar group's codes as planned.
 
@@ -66,14 +75,17 @@ def stream_group(x_tiles: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling
         streaming; padding rows arbitrary, their weights are zero).
       plan: the decisions for these vectors.
       stored: the crossbar image of this group's weights.
+      ctx: the layer (``ctx.images``, ``ctx.vectors_per_image`` describe the full batch).
+      zero_point: the layer's zero point (0 when it streams no zero-point codes).
       count: count the events here (faithful ADC: saturations; relaxed plans: soft
         planes).
     Returns:
       ``(y_int (V, N), counts per vector or None, nt_hist or None)``.
     """
     v = x_tiles.shape[0]
+    sign_bit = ctx.sign_bit
     w_flat = stored.codes.reshape(-1, tiling.n)  # (T * R, N), zero in padding rows
-    codes, planes = streamed_codes(x_tiles, plan, sign_bit), plan.planes
+    codes = streamed_codes(x_tiles, plan, sign_bit)
     counts = hist = None
     if exact:
         # With an exact ADC the crossbar computes sum_t (q'_t . w_t) << t_t, and the
@@ -89,30 +101,32 @@ def stream_group(x_tiles: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling
             y_soft = jnp.matmul(eff_soft.reshape(v, -1), w_flat.astype(jnp.float32),
                                 precision=HIGHEST)
             y = y.astype(jnp.float32) + (y_soft - lax.stop_gradient(y_soft))
-            planes = planes.astype(jnp.float32) + (soft_planes - lax.stop_gradient(soft_planes))
+            plan = plan.replace(planes=plan.planes.astype(jnp.float32)
+                                + (soft_planes - lax.stop_gradient(soft_planes)))
         if count:
-            counts = count_events(planes, tiling, spec, None, plan.unit_ops, vectors=v)
+            counts = count_events(plan, tiling, spec, vectors=v, layer_bits=ctx.bits,
+                                  zero_point=ctx.zero_point)
     else:
         if plan.relaxation is not None:
             raise ValueError("a relaxed (temperature > 0) ReDy policy needs an exact ADC "
                              "(mode='exact' or 'auto' on a spec whose ADC cannot clip)")
         y, counts = run_tiles(codes, stored, tiling, spec, signed=sign_bit, mode="faithful",
-                              planes=planes, shifts=plan.shifts, redy_unit_ops=plan.unit_ops)
+                              plan=plan, layer_bits=ctx.bits, zero_point=ctx.zero_point)
         if plan.offsets is not None:  # per-group zero points, restored per row tile
             y = y + jnp.einsum("vt,tn->vn", plan.offsets, stored.codes.sum(axis=1),
                                precision=HIGHEST)
     if count:
         hist = nt_histogram(None if plan.planes is None else plan.planes.astype(jnp.int32),
-                            plan.shifts, spec, v * tiling.n_row_tiles)
-    if not sign_bit and zero_point:
+                            plan.shifts, spec, v * tiling.n_row_tiles,
+                            -(-jnp.asarray(ctx.bits, jnp.int32) // spec.dac_bits))
+    if ctx.zero_point:
         y = y - zero_point * stored.col_sum
     return y, counts, hist
 
 
 def tiled_layer(xs: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling: Tiling,
                 spec: HardwareSpec, *, kind: str, groups: int, cin_g: int, kernel, strides,
-                dilation, out_hw, exact: bool, zero_point: int, sign_bit: bool,
-                count: bool):
+                dilation, out_hw, exact: bool, ctx: LayerContext, zero_point, count: bool):
     """A whole layer through :func:`stream_group`, in chunks of images.
 
     ``xs``: streamed codes (B, Hp, Wp, G * Cin_g) spatially padded for convs, (B, D) for
@@ -147,8 +161,7 @@ def tiled_layer(xs: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling: Tili
         plan_c = jax.tree_util.tree_map(
             lambda a: jnp.moveaxis(a, 1, 0).reshape(groups, c * m, *a.shape[3:]), plan_c)
         run = lambda xt, pl, st: stream_group(xt, pl, st, tiling, spec, exact=exact,
-                                              zero_point=zero_point, sign_bit=sign_bit,
-                                              count=count)
+                                              ctx=ctx, zero_point=zero_point, count=count)
         if groups == 1:  # a plain 2-D matmul (a batched one is ~2-3x slower on CPU)
             one = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
             out = run(tiles_of(xc)[0], one(plan_c), one(stored))

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redy_jax.energy import total_energy_pj
+from redy_jax.energy import chip_energy_pj
 from redy_jax.hw import isaac
 from redy_jax.policy import (
     LayerContext,
@@ -22,7 +22,15 @@ from redy_jax.policy import (
     lossless,
     thresholds_from_scale,
 )
-from redy_jax.xbar import run_tiles, store_weights, streamed_codes, tile, tile_sums, to_tiles
+from redy_jax.xbar import (
+    Plan,
+    run_tiles,
+    store_weights,
+    streamed_codes,
+    tile,
+    tile_sums,
+    to_tiles,
+)
 
 SPEC = isaac()
 
@@ -33,6 +41,7 @@ class Selection(NamedTuple):
     shifts: jnp.ndarray | None
     unit_ops: jnp.ndarray | None
     offsets: jnp.ndarray | None
+    plan: Plan
 
 
 def select(policy, xt, ctx) -> Selection:
@@ -42,7 +51,7 @@ def select(policy, xt, ctx) -> Selection:
     if planes is None:
         planes = jnp.full(xt.shape[:2], ctx.spec.planes, jnp.int32)
     return Selection(streamed_codes(xt, plan, ctx.sign_bit), planes, plan.shifts,
-                     plan.unit_ops, plan.offsets)
+                     plan.unit_ops, plan.offsets, plan)
 
 
 @functools.partial(jax.jit, static_argnames=("ctx", "mode"))
@@ -51,7 +60,7 @@ def _run(policy, xt, w_codes, ctx, mode="exact"):
     sel = select(policy, xt, ctx)
     stored = store_weights(w_codes, ctx.tiling, SPEC)
     y, c = run_tiles(sel.codes, stored, ctx.tiling, SPEC, signed=False, mode=mode,
-                     planes=sel.planes, shifts=sel.shifts, redy_unit_ops=sel.unit_ops)
+                     plan=sel.plan, zero_point=ctx.zero_point)
     if sel.offsets is not None:
         y = y + jnp.einsum("vt,tn->vn", sel.offsets, stored.codes.sum(axis=1))
     return sel, y, c
@@ -62,7 +71,7 @@ _select = jax.jit(select, static_argnums=2)
 
 def _ctx(k, n, *, taps=1, images=1, m=1, zp=0):
     return LayerContext(path="l", kind="conv", tiling=tile(k, n, SPEC, taps), spec=SPEC,
-                        images=images, vectors_per_image=m, zero_point=zp, sign_bit=False)
+                        images=images, vectors_per_image=m, signed=zp != 0, sign_bit=False)
 
 
 def test_hand_worked_window_group():
@@ -78,12 +87,13 @@ def test_hand_worked_window_group():
     w = jnp.array([[1, -2], [3, 0], [0, 1], [-1, 1]], jnp.int32)
     stored = store_weights(w, ctx.tiling, SPEC)
     y, counts = run_tiles(sel.codes, stored, ctx.tiling, SPEC, signed=False, mode="faithful",
-                          planes=sel.planes, shifts=sel.shifts, redy_unit_ops=sel.unit_ops)
+                          plan=sel.plan)
     # The crossbar computes 4 * ([50, 25, 13, 3] @ w) exactly.
     np.testing.assert_array_equal(np.asarray(y[0]), 4 * (np.array([50, 25, 13, 3]) @ np.asarray(w)))
     c = counts.total()
     assert (c["xbar_reads"], c["adc_conversions"], c["dac_drives"]) == (6, 6 * (2 * 4 + 1), 24)
     assert (c["cycles"], c["streamed_bits"], c["redy_unit_ops"]) == (6, 24, 4)
+    assert c["meta_bits"] == 6 and c["xbar_vectors"] == 1  # (n, t) to the one crossbar
 
 
 def test_hand_worked_zero_point_group_streams_offset_codes():
@@ -147,7 +157,7 @@ def test_energy_never_increases_as_thresholds_drop_more_bits(problem, factor):
 
     def energy(t):
         _, _, c = _run(ReDy(thresholds=jnp.asarray(t)), xt, w, ctx)
-        return total_energy_pj(c.total(), SPEC)
+        return chip_energy_pj(c.total(), SPEC)
 
     assert energy(thr * factor) <= energy(thr) + 1e-6
 
@@ -172,6 +182,46 @@ def test_lossless_redy_reproduces_static_outputs(problem):
     assert cl["adc_conversions"] <= cs["adc_conversions"]
 
 
+@given(windows(), st.sampled_from(["window", "channel"]))
+def test_redy_never_streams_more_planes_than_leading_zero_skipping(problem, granularity):
+    """Per group, whatever the thresholds: a shift never needs more bits than the codes
+    it shifts, and an all-zero group streams nothing (n_min = 0) under both."""
+    x, zp, thr = problem
+    x = x.copy()
+    x[0] = 0  # an all-zero vector
+    ctx = _ctx(x.shape[1], 3, zp=zp, images=1, m=x.shape[0])
+    xt = to_tiles(jnp.asarray(x), ctx.tiling)
+    redy = _select(ReDy(thresholds=jnp.asarray(thr), granularity=granularity), xt, ctx)
+    lzs = _select(LeadingZeroSkip(granularity=granularity), xt, ctx)
+    assert bool(jnp.all(redy.planes <= lzs.planes))
+    if granularity == "window" and zp == 0:
+        assert int(lzs.planes[0].max()) == 0 and int(redy.planes[0].max()) == 0
+
+
+@given(windows(), st.sampled_from(["window", "channel"]))
+def test_redy_with_infinite_thresholds_is_leading_zero_skipping_bit_for_bit(problem,
+                                                                            granularity):
+    """No LSB dropped, no group offset: the same planes, outputs and crossbar events as
+    leading-zero skipping (only the unit doing the work differs: ReDy's statistics unit
+    vs the leading-zero detector)."""
+    x, zp, _ = problem
+    ctx = _ctx(x.shape[1], 3, zp=zp, images=1, m=x.shape[0])
+    xt = to_tiles(jnp.asarray(x), ctx.tiling)
+    w = jnp.asarray(np.random.default_rng(0).integers(-127, 128, (x.shape[1], 3)), jnp.int32)
+    redy = ReDy(thresholds=jnp.full((4,), jnp.inf), granularity=granularity, offsets=False)
+    sr, yr, cr = _run(redy, xt, w, ctx)
+    sl, yl, cl = _run(LeadingZeroSkip(granularity=granularity), xt, w, ctx)
+    np.testing.assert_array_equal(np.asarray(sr.planes), np.asarray(sl.planes))
+    np.testing.assert_array_equal(np.asarray(sr.codes), np.asarray(sl.codes))
+    np.testing.assert_array_equal(np.asarray(yr), np.asarray(yl))
+    tr, tl = cr.total(), cl.total()
+    assert tr["redy_unit_ops"] == tl["lzs_unit_ops"] > 0
+    for k in tr:
+        if k not in ("redy_unit_ops", "lzs_unit_ops", "meta_bits"):
+            assert tr[k] == tl[k], k
+    assert tr["meta_bits"] == 2 * tl["meta_bits"]  # (n, t) vs n
+
+
 def test_thresholds_from_scale_ascend():
     t = thresholds_from_scale(2.0)
     np.testing.assert_allclose(t, [1, 2, 4, 8])
@@ -184,7 +234,7 @@ def test_invalid_policy_config_raises():
     with pytest.raises(ValueError, match="statistic"):
         ReDy(thresholds=jnp.zeros(2), statistic="median")
     with pytest.raises(ValueError, match="n_min"):
-        ReDy(thresholds=jnp.zeros(2), n_min=0)
+        ReDy(thresholds=jnp.zeros(2), n_min=-1)
     with pytest.raises(ValueError, match="clip_k"):
         ReDy(thresholds=jnp.zeros(2), clip_k=0.0)
     assert math.isinf(ReDy(thresholds=jnp.zeros(2)).clip_k)

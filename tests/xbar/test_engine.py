@@ -207,9 +207,13 @@ def test_hand_worked_event_counts_dense_layer():
         "input_register": 32, "output_register": 32,
         "edram_bits": 200 * 8 + 40 * 8, "bus_bits": 200 * 8,
         "cycles": 8, "streamed_bits": 200 * 8, "activations": 200,
-        "redy_unit_ops": 0, "adc_saturations": 0,
+        "redy_unit_ops": 0, "adc_saturations": 0, "lzs_unit_ops": 0, "meta_bits": 0,
+        "digital_macs": 0, "stat_read_bits": 0,
+        "xbar_vectors": 2 * 2,  # 2 row tiles x 2 column tiles: 4 crossbar activations
     }
     assert c == {k: 3 * v for k, v in per_vector.items()}
+    _, zp_counts = crossbar_matmul(x, w, isaac(), x_encoding="zero_point", zero_point=1)
+    assert zp_counts.total()["digital_macs"] == 3 * 40  # zp * column sum, once per output
 
 
 def test_conv_row_tiles_hold_whole_channels():
