@@ -1,22 +1,24 @@
-"""Regenerates every result of the study (tables as CSV/JSON, plots as PNG).
+"""Regenerates every result of the study (JSON, CSV, plots, the README tables).
 
     python experiments/run_all.py [--quick] [--out experiments/results] [--models ...]
 
-Sections (each a set of cached cells under ``--out/cells``; a finished cell is never
-recomputed, every file is written atomically, so an interrupted run resumes):
+Sections (each a set of fingerprinted cells under ``--out/cells``: a cell is recomputed
+only when the settings it was made from change; files are written atomically, so an
+interrupted run resumes):
 
-1. headline: every shipped model x {float, static, lzs, ReDy window, ReDy channel,
-   ReDy tuned}: accuracy, energy/image, saving vs static, ADC conversions, streamed bits;
-   plus the average over models.
-2. breakdown: energy per component per model and policy (stacked bars).
-3. layers: per-layer streamed bits and savings of one model.
-4. sensitivity: crossbar rows, bits per cell, ADC energy model, n_min (ReDy window vs
-   static on a test subset, ADC sized to stay exact).
-5. shapes: ImageNet-shaped zoo on the isaac preset: static energy, crossbars, cycles per
-   image; ReDy savings on STAND-IN inputs (random weights and images; no ImageNet here).
+1. study: per shipped model, the protocol of ``experiments/study.py`` — every choice on
+   the validation split, fair static baselines (uniform k-bit, per-layer mixed, each
+   with and without leading-zero skipping), ReDy calibrated, tuned and its variants;
+   the chosen points once on the test split -> ``headline.json`` / ``.csv``, one Pareto
+   plot per model (``pareto_<model>.png``), the energy breakdown
+   (``breakdown.png``).
+2. layers: per-layer chip energy and streamed bits of one model's chosen points.
+3. sensitivity: crossbar rows, bits per cell, ADC energy model (static vs ReDy on a
+   test subset, ADC sized to stay exact).
+4. shapes: ImageNet-shaped zoo on the isaac preset (random weights, stand-in inputs).
+5. readme: the generated tables of ``experiments/README.md`` and ``README.md``.
 
-``--quick`` (smoke check, < 10 min on 2 cores): LeNet-5 and ResNet-20 only, 500 test
-images, a reduced sensitivity grid and the shape study at 64x64 inputs.
+``--quick`` (smoke check, minutes): LeNet-5 only on small splits, reduced grids.
 """
 
 from __future__ import annotations
@@ -24,177 +26,197 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from redy_jax.checkpoint import shipped
-from redy_jax.files import atomic_write_bytes, atomic_write_json, write_csv
-from redy_jax.hw import get_preset
-from redy_jax.models import IMAGENET_MODELS, SMALL_MODELS, create_model
-from redy_jax.plots import plot_breakdown, save_figure
-from redy_jax.study import default_thresholds_path, run_policy, setup
-from redy_jax.thresholds import read_thresholds, redy_policy_map
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-KEEP = ("model", "policy", "granularity", "images", "accuracy", "energy_pj_per_image",
-        "adc_conversions_per_image", "mean_streamed_bits", "breakdown_pj", "cycles_per_image",
-        "crossbars", "area_mm2", "redy_unit_area_mm2", "redy_area_overhead", "layers")
+import readme  # noqa: E402
+import study  # noqa: E402
 
+from redy_jax.cache import Cells, code_version, digest  # noqa: E402
+from redy_jax.checkpoint import shipped  # noqa: E402
+from redy_jax.files import atomic_write_json, write_csv  # noqa: E402
+from redy_jax.hw import get_preset  # noqa: E402
+from redy_jax.models import IMAGENET_MODELS, SMALL_MODELS, create_model  # noqa: E402
+from redy_jax.plots import plot_breakdown, plot_pareto_families, save_figure  # noqa: E402
+from redy_jax.study import setup  # noqa: E402
 
-class Cells:
-    """JSON cells cached on disk: ``get(name, compute)`` computes only missing ones."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def get(self, name: str, compute):
-        path = self.root / f"{name}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        t0 = time.time()
-        value = compute()
-        value["_seconds"] = round(time.time() - t0, 1)
-        atomic_write_json(path, value)
-        print(f"  computed {name} ({value['_seconds']} s)", flush=True)
-        return value
+POLICIES = ("static8", "static_uniform_best", "static_mixed", "lzs", "static_best", "redy",
+            "redy_tuned", "redy_best")
+"""Headline rows per model (see ``experiments/README.md``)."""
 
 
-def _slim(res: dict) -> dict:
-    return {k: res[k] for k in KEEP if k in res}
+def _test_row(st, name, member, static8, best_static, *, limit=None):
+    full = st.evaluate(member["config"], "test", limit=limit)
+    sub = st.evaluate(member["config"], "test", limit=min(study.SUBSET, limit or study.SUBSET))
+    row = {
+        "model": st.s.model_name, "policy": name, "member": member["name"],
+        "accuracy": full["accuracy"], "images": full["images"],
+        "energy_pj_per_image": full["energy_pj_per_image"],
+        "chip_energy_pj_per_image": full["chip_energy_pj_per_image"],
+        "mean_streamed_bits": full["mean_streamed_bits"],
+        "chosen_on": "validation",
+        "validation_accuracy": member["validation"]["accuracy"],
+        "validation_chip_energy_pj_per_image": member["validation"]["chip_energy_pj_per_image"],
+        "subset": {"images": sub["images"], "accuracy": sub["accuracy"],
+                   "energy_pj_per_image": sub["energy_pj_per_image"],
+                   "chip_energy_pj_per_image": sub["chip_energy_pj_per_image"]},
+        "config": member["config"],
+        "provenance": {**code_version(), "checkpoint_sha256": st.settings["checkpoint_sha256"],
+                       "spec_sha256": st.settings["spec_sha256"],
+                       "calibration_sha256": digest({str(k): c.to_dict()
+                                                     for k, c in st.cals.items()}),
+                       "thresholds_sha256": study.thresholds_sha(member),
+                       "config_sha256": digest(member["config"]),
+                       "images": {"test": [0, full["images"]],
+                                  "validation": list(st.val_range),
+                                  "subset": [0, sub["images"]]}},
+    }
+    if static8 is not None:
+        row["saving_vs_static8"] = 1 - row["chip_energy_pj_per_image"] / static8
+    if best_static is not None:
+        row["saving_vs_best_static"] = 1 - row["chip_energy_pj_per_image"] / best_static
+    return row, full
 
 
-def _model_cells(cells: Cells, m: str, limit) -> dict:
-    """The headline cells of one model (the Setup is built only if a cell is missing)."""
-    state = {}
+def model_study(m: str, out: Path, *, quick: bool, limit: int | None):
+    s = setup(m, limit=limit, validation=True, calib_images=300 if quick else 1000)
+    if quick:
+        s.val_images, s.val_labels = s.val_images[:300], s.val_labels[:300]
+    st = study.start(s, out, quick=quick)
+    print(f"{m}: static family", flush=True)
+    static = study.static_family(st)
+    print(f"{m}: ReDy family", flush=True)
+    redy = study.redy_family(st, static)
+    ref = static["reference_accuracy"]
+    by = lambda members, name: next(x for x in members if x["name"] == name)
+    sm = static["members"]
+    uniform = [x for x in sm if x["family"] == "static_uniform"]
+    chosen = {
+        "static8": by(sm, "static8"),
+        "static_uniform_best": study.best_within_budget(uniform, ref),
+        "static_mixed": by(sm, "static_mixed"),
+        "lzs": by(sm, "static8_lzs"),
+        "static_best": study.best_within_budget(sm, ref),
+        "redy": by(redy["members"], "redy"),
+        "redy_tuned": study.chosen_tuned(redy["members"], ref),
+        "redy_best": study.best_within_budget(redy["members"], ref),
+    }
+    print(f"{m}: test split", flush=True)
+    e8 = st.evaluate(chosen["static8"]["config"], "test", limit=limit)
+    best = st.evaluate(chosen["static_best"]["config"], "test", limit=limit)
+    rows, fulls = [], {}
+    for name in POLICIES:
+        row, full = _test_row(st, name, chosen[name], e8["chip_energy_pj_per_image"],
+                              best["chip_energy_pj_per_image"], limit=limit)
+        row["validation_reference_accuracy"] = ref
+        rows.append(row)
+        fulls[name] = st.evaluate(chosen[name]["config"], "test", limit=limit, layers=True)
+    # Pareto points of every family on the test split.
+    points = []
+    for member in [*sm, *redy["members"]]:
+        r = st.evaluate(member["config"], "test", limit=limit)
+        points.append({"family": member["family"], "name": member["name"],
+                       "accuracy": r["accuracy"],
+                       "chip_energy_pj_per_image": r["chip_energy_pj_per_image"],
+                       "validation_accuracy": member["validation"]["accuracy"]})
+    fronts = {**static["fronts"]}
+    fronts["redy_on_mixed"] = {"front": by(redy["members"], "redy_on_mixed")["front"]}
+    for fam, rec in fronts.items():
+        for i, pt in enumerate(_subsample(rec["front"], 4 if quick else 7)):
+            r = st.evaluate(pt["config"], "test", limit=limit)
+            points.append({"family": fam + "_front", "name": f"{fam}#{i}",
+                           "accuracy": r["accuracy"],
+                           "chip_energy_pj_per_image": r["chip_energy_pj_per_image"],
+                           "validation_accuracy": pt["accuracy"]})
+    return rows, points, fulls, static, redy
 
-    def cell(name, gran="window", thr=None, label=None):
-        def compute():
-            if "s" not in state:
-                state["s"] = setup(m, limit=limit)
-            return _slim(run_policy(state["s"], name, granularity=gran, thresholds=thr,
-                                    progress=False))
-        return cells.get(f"headline/{m}/{label or name}", compute)
 
-    res = {"float": cell("float"), "static": cell("static"), "lzs": cell("lzs")}
-    for g in ("window", "channel"):
-        if default_thresholds_path(m, g).exists():
-            res[f"redy_{g}"] = cell("redy", g, read_thresholds(default_thresholds_path(m, g)),
-                                    f"redy_{g}")
-    tuned = shipped(m).parent / f"{m}_fashion_mnist.redy_tuned.json"
-    if tuned.exists():
-        res["redy_tuned"] = cell("redy", "window", read_thresholds(tuned), "redy_tuned")
-    return res
+def _subsample(front, n):
+    if len(front) <= n:
+        return front
+    idx = np.unique(np.linspace(0, len(front) - 1, n).round().astype(int))
+    return [front[i] for i in idx]
 
 
-def headline(cells: Cells, models, limit, out: Path) -> list[dict]:
-    rows = []
+def headline(models, out: Path, *, quick: bool, limit: int | None):
+    rows, all_points, layers = [], {}, {}
     for m in models:
-        res = _model_cells(cells, m, limit)
-        e0 = res["static"]["energy_pj_per_image"]
-        for label, r in res.items():
-            row = {"model": m, "policy": label, "images": r["images"],
-                   "accuracy": r["accuracy"]}
-            if r.get("energy_pj_per_image") is not None:
-                row.update(energy_uj_per_image=r["energy_pj_per_image"] / 1e6,
-                           saving_vs_static=1 - r["energy_pj_per_image"] / e0,
-                           accuracy_delta_vs_static=r["accuracy"] - res["static"]["accuracy"],
-                           adc_conversions_per_image=r["adc_conversions_per_image"],
-                           mean_streamed_bits=r["mean_streamed_bits"])
-            rows.append(row)
-    # Average over models, as the paper reports it.
-    for label in dict.fromkeys(r["policy"] for r in rows):
-        sel = [r for r in rows if r["policy"] == label and "saving_vs_static" in r]
+        r, pts, fulls, _, _ = model_study(m, out, quick=quick, limit=limit)
+        rows += r
+        all_points[m] = pts
+        layers[m] = fulls
+        fig, _ = plot_pareto_families(pts, static8=next(x for x in r if x["policy"] == "static8"),
+                                      chosen=r, title=f"{m}: whole-chip energy vs test accuracy")
+        save_figure(fig, out / f"pareto_{m}.png")
+    avg = []
+    for p in POLICIES:
+        sel = [r for r in rows if r["policy"] == p]
         if len(sel) == len(models) and len(models) > 1:
-            rows.append({"model": "average", "policy": label, "images": sel[0]["images"],
-                         "accuracy": float(np.mean([r["accuracy"] for r in sel])),
-                         "saving_vs_static": float(np.mean([r["saving_vs_static"]
+            avg.append({"model": "average", "policy": p,
+                        "accuracy": float(np.mean([r["accuracy"] for r in sel])),
+                        "validation_accuracy": float(np.mean([r["validation_accuracy"]
+                                                              for r in sel])),
+                        "saving_vs_static8": float(np.mean([r["saving_vs_static8"]
                                                             for r in sel])),
-                         "accuracy_delta_vs_static": float(np.mean(
-                             [r["accuracy_delta_vs_static"] for r in sel])),
-                         "mean_streamed_bits": float(np.mean([r["mean_streamed_bits"]
-                                                              for r in sel]))})
-    write_csv(out / "headline.csv", rows)
-    atomic_write_json(out / "headline.json", rows)
-    # Breakdown plot from the same cells.
+                        "saving_vs_best_static": float(np.mean([r["saving_vs_best_static"]
+                                                                for r in sel]))})
+    atomic_write_json(out / "headline.json", {
+        "budget": study.BUDGET, "rows": rows, "average": avg,
+        "protocol": "every choice on the validation split (training-file images "
+                    "55,000-59,999); static scales on train[0:1000]; tuning on "
+                    "train[1000:3048]; the test split once for these rows"})
+    write_csv(out / "headline.csv", [{k: v for k, v in r.items()
+                                      if k not in ("config", "subset", "provenance")}
+                                     for r in rows + avg])
+    atomic_write_json(out / "pareto.json", all_points)
     bars = {}
     for m in models:
-        for label in ("static", "lzs", "redy_window", "redy_channel", "redy_tuned"):
-            p = cells.root / f"headline/{m}/{label}.json"
-            if p.exists():
-                d = json.loads(p.read_text())
-                bars[f"{m}\n{label}"] = {k: v / 1e6 for k, v in d["breakdown_pj"].items()}
-    fig, _ = plot_breakdown(bars, title="Energy per image by component (isaac preset)")
+        e0 = layers[m]["static8"]["chip_energy_pj_per_image"]
+        bars[m] = {p: {k: v / e0 for k, v in layers[m][p]["breakdown_pj"].items()
+                       if k not in ("edram", "bus")}
+                   for p in ("static8", "static_best", "redy", "redy_best")}
+    fig, _ = plot_breakdown(bars, title="Whole-chip energy per image by component, "
+                                        "relative to static 8-bit")
     save_figure(fig, out / "breakdown.png")
-    write_csv(out / "breakdown.csv", [{"bar": k.replace("\n", "/"), **v}
-                                       for k, v in bars.items()])
+    atomic_write_json(out / "layers.json", {m: {p: layers[m][p]["layers"] for p in layers[m]}
+                                            for m in models})
     return rows
 
 
-def layers_view(cells: Cells, model: str, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    st = cells.get(f"headline/{model}/static", lambda: None)
-    rd = cells.get(f"headline/{model}/redy_window", lambda: None)
-    rows = []
-    for p, d in rd["layers"].items():
-        e0 = st["layers"][p]["energy_pj_per_image"]
-        rows.append({"layer": p, "kind": d["kind"], "static_uj": e0 / 1e6,
-                     "redy_uj": d["energy_pj_per_image"] / 1e6,
-                     "saving": 1 - d["energy_pj_per_image"] / e0,
-                     "mean_streamed_bits": d["mean_streamed_bits"]})
-    write_csv(out / f"layers_{model}.csv", rows)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    names = [r["layer"].replace("stage", "s").replace("_block", "b") for r in rows]
-    axes[0].bar(range(len(rows)), [100 * r["saving"] for r in rows])
-    axes[0].set_xticks(range(len(rows)), names, rotation=90, fontsize=6)
-    axes[0].set_ylabel("ReDy saving vs static [%]")
-    hist = np.zeros(9)
-    for d in rd["layers"].values():
-        h = np.asarray(d["nt_hist"]).sum(axis=1)
-        hist[:len(h)] += h
-    axes[1].bar(range(9), hist / hist.sum())
-    axes[1].set_xlabel("bit-planes streamed per group (n)")
-    axes[1].set_ylabel("fraction of groups")
-    fig.suptitle(f"{model}: ReDy (window, calibrated) per layer")
-    save_figure(fig, out / f"layers_{model}.png")
-
-
-SENS_FULL = {
-    "rows": [64, 128, 256],
-    "cell_bits": [1, 2, 4],
-    "adc_energy_model": ["isaac_scaled", "sar_table", "exp2", "murmann"],
-    "n_min": [1, 2, 3, 4],
-}
-
-
 def sensitivity(cells: Cells, model: str, limit: int, grid: dict, out: Path) -> list[dict]:
+    """How the ReDy (calibrated thresholds, shipped) saving moves with hardware
+    parameters, each ADC sized to stay exact; on the first ``limit`` test images."""
+    from redy_jax.study import default_thresholds_path, run_policy
+    from redy_jax.thresholds import read_thresholds, redy_policy_map
+
     rows = []
     thr = read_thresholds(default_thresholds_path(model, "window"))
     for param, values in grid.items():
         for v in values:
-            def compute(param=param, v=v):
-                over = {} if param == "n_min" else {param: v}
-                spec0 = get_preset("isaac", **over)
-                # Size the ADC so the crossbar stays exact (as ISAAC does at 128 rows).
-                over["adc_bits"] = max(spec0.min_exact_adc_bits(), 4)
+            over = {param: v}
+            spec0 = get_preset("isaac", **over)
+            over["adc_bits"] = max(spec0.min_exact_adc_bits(), 4)
+
+            def compute(over=over):
                 s = setup(model, limit=limit, spec_overrides=over)
-                pol = redy_policy_map(thr, **({"n_min": v} if param == "n_min"
-                                                         else {}))
                 st = run_policy(s, "static", progress=False)
-                rd = run_policy(s, "redy", policy=pol, progress=False)
+                rd = run_policy(s, "redy", policy=redy_policy_map(thr), progress=False)
                 return {"param": param, "value": v, "adc_bits": over["adc_bits"],
                         "static_accuracy": st["accuracy"], "redy_accuracy": rd["accuracy"],
-                        "static_uj": st["energy_pj_per_image"] / 1e6,
-                        "redy_uj": rd["energy_pj_per_image"] / 1e6,
-                        "saving": 1 - rd["energy_pj_per_image"] / st["energy_pj_per_image"]}
-            r = cells.get(f"sensitivity/{model}/{param}_{v}", compute)
-            rows.append({k: r[k] for k in r if not k.startswith("_")})
+                        "static_chip_uj": st["chip_energy_pj_per_image"] / 1e6,
+                        "redy_chip_uj": rd["chip_energy_pj_per_image"] / 1e6,
+                        "saving": 1 - rd["chip_energy_pj_per_image"]
+                        / st["chip_energy_pj_per_image"]}
+            settings = {"model": model, "overrides": over, "limit": limit,
+                        "checkpoint_sha256": study.file_sha256(shipped(model)),
+                        "thresholds": digest(thr["layers"])}
+            rows.append(cells.get(f"sensitivity/{model}/{param}_{v}", settings, compute))
     write_csv(out / "sensitivity.csv", rows)
     atomic_write_json(out / "sensitivity.json", rows)
     import matplotlib
@@ -208,15 +230,16 @@ def sensitivity(cells: Cells, model: str, limit: int, grid: dict, out: Path) -> 
         ax.bar([str(r["value"]) for r in sel], [100 * r["saving"] for r in sel])
         ax.set_title(param, fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=20)
-        ax.set_ylabel("ReDy saving [%]")
+        ax.set_ylabel("ReDy chip saving [%]")
     fig.suptitle(f"{model}: sensitivity of the ReDy saving ({limit} test images)")
+    fig.tight_layout()
     save_figure(fig, out / "sensitivity.png")
     return rows
 
 
 def shapes(cells: Cells, size: int, out: Path, names=None) -> list[dict]:
     """ImageNet-shaped models on STAND-IN inputs (random weights, random images)."""
-    from redy_jax.policy import LeadingZeroSkip, PolicyMap, Static
+    from redy_jax.policy import LeadingZeroSkip, Static
     from redy_jax.simulate import calibrate, evaluate
 
     rows = []
@@ -227,111 +250,58 @@ def shapes(cells: Cells, size: int, out: Path, names=None) -> list[dict]:
             x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
             v = model.init(jax.random.PRNGKey(1), x[:1])
             cal = calibrate(model, v, x, spec, method="minmax")
-            _, rs = evaluate(model, v, x, spec, PolicyMap(default=Static()), calibration=cal)
-            _, rl = evaluate(model, v, x, spec, PolicyMap(default=LeadingZeroSkip()),
-                             calibration=cal)
+            _, rs = evaluate(model, v, x, spec, Static(), calibration=cal)
+            _, rl = evaluate(model, v, x, spec, LeadingZeroSkip(), calibration=cal)
             d = rs.to_dict()
             return {"model": name, "input": f"{size}x{size}x3 stand-in (random N(0,1) "
                     "images, random-init weights)",
-                    "static_uj_per_image": d["energy_pj_per_image"] / 1e6,
+                    "static_chip_uj_per_image": d["chip_energy_pj_per_image"] / 1e6,
                     "crossbars": d["crossbars"], "tiles": -(-d["crossbars"] // 96),
                     "area_mm2": d["area_mm2"], "cycles_per_image": d["cycles_per_image"],
                     "latency_us_per_image": d["latency_us_per_image"],
-                    "lzs_saving_standin": 1 - rl.energy_pj_per_image() / d["energy_pj_per_image"],
-                    "adc_share": d["breakdown_pj"]["adc"] / d["energy_pj_per_image"]}
-        r = cells.get(f"shapes/{name}_{size}", compute)
-        rows.append({k: v for k, v in r.items() if not k.startswith("_")})
+                    "lzs_saving_standin": 1 - rl.chip_energy_pj_per_image()
+                    / d["chip_energy_pj_per_image"],
+                    "adc_share": d["breakdown_pj"]["adc"] / d["chip_energy_pj_per_image"]}
+        rows.append(cells.get(f"shapes/{name}_{size}", {"model": name, "size": size,
+                                                         "spec": digest(get_preset(
+                                                             "isaac").to_dict())}, compute))
     write_csv(out / "shapes.csv", rows)
     atomic_write_json(out / "shapes.json", rows)
     return rows
 
 
-def _md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
-    """Markdown table; ``cols``: (key, header, format) with format '%' / 'f3' / 'e' / ''."""
-    def fmt(v, f):
-        if v is None or v == "":
-            return "-"
-        if f == "%":
-            return f"{100 * v:.1f}%"
-        if f.startswith("f"):
-            return f"{v:.{int(f[1:])}f}"
-        if f == "e":
-            return f"{v:.3g}"
-        return str(v)
-    head = "| " + " | ".join(h for _, h, _ in cols) + " |"
-    sep = "|" + "---|" * len(cols)
-    body = ["| " + " | ".join(fmt(r.get(k), f) for k, _, f in cols) + " |" for r in rows]
-    return "\n".join([head, sep, *body])
-
-
-def write_summary(out: Path) -> None:
-    """``summary.md``: the tables of every section present in ``out``."""
-    parts = []
-    if (out / "headline.json").exists():
-        rows = json.loads((out / "headline.json").read_text())
-        parts += ["## Headline", _md_table(rows, [
-            ("model", "model", ""), ("policy", "policy", ""), ("images", "images", ""),
-            ("accuracy", "accuracy", "%"), ("accuracy_delta_vs_static", "vs static", "%"),
-            ("energy_uj_per_image", "energy [uJ/img]", "f3"),
-            ("saving_vs_static", "saving", "%"),
-            ("adc_conversions_per_image", "ADC conv/img", "e"),
-            ("mean_streamed_bits", "streamed bits", "f2")])]
-    if (out / "sensitivity.json").exists():
-        rows = json.loads((out / "sensitivity.json").read_text())
-        parts += ["## Sensitivity", _md_table(rows, [
-            ("param", "parameter", ""), ("value", "value", ""), ("adc_bits", "ADC bits", ""),
-            ("static_uj", "static [uJ/img]", "f3"), ("redy_uj", "ReDy [uJ/img]", "f3"),
-            ("saving", "saving", "%"), ("static_accuracy", "static acc", "%"),
-            ("redy_accuracy", "ReDy acc", "%")])]
-    if (out / "shapes.json").exists():
-        rows = json.loads((out / "shapes.json").read_text())
-        parts += ["## ImageNet-shaped models (stand-in inputs)", _md_table(rows, [
-            ("model", "model", ""), ("static_uj_per_image", "static [uJ/img]", "f1"),
-            ("crossbars", "crossbars", ""), ("tiles", "tiles", ""),
-            ("area_mm2", "area [mm^2]", "f1"), ("cycles_per_image", "cycles/img", ""),
-            ("adc_share", "ADC share", "%"), ("lzs_saving_standin", "LZS saving (stand-in)",
-                                             "%")]), "Inputs: " + rows[0]["input"] + "."]
-    atomic_write_bytes(out / "summary.md", ("\n\n".join(parts) + "\n").encode())
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke check (< 10 min)")
+    p.add_argument("--quick", action="store_true", help="smoke check (LeNet-5, small splits)")
     p.add_argument("--out", default=None, help="results directory")
     p.add_argument("--models", nargs="+", default=None)
     p.add_argument("--limit", type=int, default=None, help="test images per cell")
-    p.add_argument("--sensitivity-model", default=None,
-                   help="model of the sensitivity study (default: resnet20, quick: first)")
     p.add_argument("--shape-models", nargs="+", default=None,
                    help="ImageNet-shaped models for the shape study (default: all)")
     p.add_argument("--shape-size", type=int, default=None,
                    help="input size of the shape study (default 224; --quick: 64)")
     p.add_argument("--sections", nargs="+",
-                   default=["headline", "layers", "sensitivity", "shapes"])
+                   default=["study", "sensitivity", "shapes", "readme"])
     args = p.parse_args(argv)
     out = Path(args.out or ("experiments/results_quick" if args.quick else "experiments/results"))
     out.mkdir(parents=True, exist_ok=True)
     cells = Cells(out / "cells")
     shipped_models = [m for m in SMALL_MODELS if shipped(m).exists()]
-    models = args.models or (["lenet5", "resnet20"] if args.quick else shipped_models)
-    models = [m for m in models if m in shipped_models]
-    limit = args.limit or (500 if args.quick else None)
+    models = args.models or (["lenet5"] if args.quick else shipped_models)
+    for m in models:
+        if m not in shipped_models:
+            p.error(f"--models: {m!r} is not a shipped model ({shipped_models})")
+    limit = args.limit or (200 if args.quick else None)
     t0 = time.time()
-    if "headline" in args.sections:
-        print("headline", flush=True)
-        headline(cells, models, limit, out)
-    if "layers" in args.sections:
-        layer_model = "resnet20" if "resnet20" in models else models[0]
-        if default_thresholds_path(layer_model, "window").exists():
-            print("layers", flush=True)
-            layers_view(cells, layer_model, out)
+    if "study" in args.sections:
+        headline(models, out, quick=args.quick, limit=limit)
     if "sensitivity" in args.sections:
         print("sensitivity", flush=True)
-        grid = ({"rows": [64, 128], "adc_energy_model": ["isaac_scaled", "murmann"],
-                 "n_min": [1, 3]} if args.quick else SENS_FULL)
-        sens_model = args.sensitivity_model or (
-            models[0] if args.quick else ("resnet20" if "resnet20" in models else models[0]))
+        grid = ({"rows": [64, 128]} if args.quick else
+                {"rows": [64, 128, 256], "cell_bits": [1, 2, 4],
+                 "adc_energy_model": ["isaac_scaled", "sar_table", "exp2", "murmann"]})
+        sens_model = models[0] if args.quick else "resnet20"
         sensitivity(cells, sens_model, min(limit or 2000, 2000), grid, out)
     if "shapes" in args.sections:
         print("shapes", flush=True)
@@ -341,8 +311,9 @@ def main(argv=None):
         "models": models, "limit": limit, "seconds": round(time.time() - t0, 1),
         "machine": f"{platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} "
                    f"device(s), {__import__('os').cpu_count()} CPUs",
-        "jax": jax.__version__, "date": time.strftime("%Y-%m-%d")})
-    write_summary(out)
+        "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), **code_version()})
+    if "readme" in args.sections and not args.quick:
+        readme.write_all(out)
     print(f"done in {time.time() - t0:.0f} s -> {out}")
 
 

@@ -254,15 +254,19 @@ def _raise_nonfinite(records) -> None:
 
 @dataclasses.dataclass
 class DatasetResult:
+    """Accuracy, mean cross-entropy and the :class:`Report` of a labelled set."""
+
     accuracy: float
     report: Report
     images: int
     correct: int
+    loss: float = float("nan")
+    """Mean cross-entropy of the logits [nats] (a smoother signal than accuracy)."""
 
-    def summary(self) -> dict[str, Any]:
-        r = self.report.to_dict()
-        return {"images": self.images, "accuracy": self.accuracy, **{k: v for k, v in r.items()
-                                                                      if k != "images"}}
+    def summary(self, distribution: bool = False) -> dict[str, Any]:
+        r = self.report.to_dict(distribution=distribution)
+        return {"images": self.images, "accuracy": self.accuracy, "loss": self.loss,
+                **{k: v for k, v in r.items() if k != "images"}}
 
 
 def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np.ndarray,
@@ -289,7 +293,7 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
     policies = as_policy_map(policy)
     run, traces = simulate_fn(model, spec, _calibration_or_none(calibration, policies, spec),
                               mode)
-    report, correct = None, 0
+    report, correct, nll = None, 0, 0.0
     # disable=None: shown on a terminal only, so logs and pipes stay readable.
     bar = tqdm(total=n, desc=desc, unit="img", disable=None if progress else True, leave=False)
     for start in range(0, n, batch_size):
@@ -302,14 +306,19 @@ def evaluate_dataset(model: nn.Module, variables, images: np.ndarray, labels: np
         logits, records = run(variables, policies, _shard(x, sharding))
         _raise_nonfinite(records)
         valid = np.arange(batch_size) < m
-        correct += int(np.sum(np.argmax(np.asarray(logits)[:m], -1) == y))
+        out = np.asarray(logits, np.float64)[:m]
+        correct += int(np.sum(np.argmax(out, -1) == y))
+        top = out.max(-1, keepdims=True)
+        logp = out - top - np.log(np.exp(out - top).sum(-1, keepdims=True))
+        nll += float(-logp[np.arange(m), y].sum())
         batch_report = Report.from_records(records, traces.layers(x.shape[1:]), spec, m,
                                            valid)
         report = batch_report if report is None else report.merge(batch_report)
         bar.update(m)
         bar.set_postfix(acc=f"{correct / (start + m):.4f}")
     bar.close()
-    return DatasetResult(accuracy=correct / n, report=report, images=n, correct=correct)
+    return DatasetResult(accuracy=correct / n, report=report, images=n, correct=correct,
+                         loss=nll / n)
 
 
 __all__ = ["DatasetResult", "Traces", "calibrate", "data_sharding", "evaluate", "evaluate_dataset",

@@ -62,13 +62,21 @@ class Setup:
     ``calibration.images`` images of the train split)."""
     dataset: str
     """Dataset name (see :data:`redy_jax.data.DATASETS`)."""
+    val_images: np.ndarray | None = None
+    """Float validation images (held out of training), for every choice."""
+    val_labels: np.ndarray | None = None
+    """Their int labels."""
+    calib_labels: np.ndarray | None = None
+    """Labels of ``calib_images``."""
 
 
 def setup(model_name: str, *, checkpoint=None, dataset: str = "fashion_mnist",
           limit: int | None = None, preset: str = "isaac", spec_overrides: dict | None = None,
-          calib_images: int = 1000, calib_method: str = "best") -> Setup:
+          calib_images: int = 1000, calib_method: str = "best",
+          validation: bool = False) -> Setup:
     """Loads the checkpoint and data and calibrates on the first ``calib_images`` images
-    of the training split (never the test split).
+    of the training split (never the test split); ``validation``: also load the
+    validation split.
 
     ``calib_method='best'`` calibrates with each of ``CALIBRATION_METHODS`` and keeps the
     one whose static 8-bit accuracy on those calibration images is highest, so the static
@@ -83,20 +91,32 @@ def setup(model_name: str, *, checkpoint=None, dataset: str = "fashion_mnist",
         cal = _best_calibration(model, variables, x_cal, train.labels, spec)
     else:
         cal = calibrate(model, variables, x_cal, spec, method=calib_method)
-    return Setup(model_name, model, variables, record, spec, x_test, test.labels, cal, x_cal,
-                 dataset)
+    s = Setup(model_name, model, variables, record, spec, x_test, test.labels, cal, x_cal,
+              dataset, calib_labels=train.labels)
+    if validation:
+        val = data.load(dataset, "validation")
+        s.val_images = data.normalize(val.images, val.mean, val.std)
+        s.val_labels = val.labels
+    return s
 
 
-def _best_calibration(model, variables, x, y, spec) -> Calibration:
+def _best_calibration(model, variables, x, y, spec, bits: int | None = None) -> Calibration:
     best, best_acc = None, -1.0
     for method in CALIBRATION_METHODS:
-        cal = calibrate(model, variables, x, spec, method=method)
+        cal = calibrate(model, variables, x, spec, method=method, bits=bits)
         acc = evaluate_dataset(model, variables, x, y, spec, PolicyMap(default=Static()),
                                calibration=cal, progress=False).accuracy
         if acc > best_acc:
             best, best_acc = cal, acc
     return dataclasses.replace(best, method=f"best({best.method}, calibration accuracy "
                                             f"{best_acc:.4f})")
+
+
+def calibrations(s: Setup, bits=(8, 7, 6, 5, 4, 3)) -> dict[int, Calibration]:
+    """Static quantisers at each code width, each the better (static accuracy on the
+    calibration images) of MSE and min-max clipping, from ``s``'s calibration images."""
+    return {k: _best_calibration(s.model, s.variables, s.calib_images, s.calib_labels, s.spec,
+                                 bits=k) for k in bits}
 
 
 # ---------------------------------------------------------------- shipped thresholds
@@ -207,6 +227,7 @@ def run_policy(s: Setup, policy_name: str, *, policy=None, batch_size: int = 250
     return out
 
 
-__all__ = ["POLICY_NAMES", "Setup", "calibrate_setup_thresholds", "default_thresholds",
+__all__ = ["POLICY_NAMES", "Setup", "calibrate_setup_thresholds", "calibrations",
+           "default_thresholds",
            "default_thresholds_path", "load_thresholds", "make_policy", "run_policy",
            "setup", "shipped_thresholds"]

@@ -8,7 +8,7 @@ A *threshold set* is a plain dict, as stored in a JSON file::
      "provenance": {...}}                                  # how it was made
 
 :func:`calibrate_thresholds` finds a default set for any model from images and labels
-(never the test split): every conv layer gets the thresholds ``2^i / c`` of one global
+(never the test split): every crossbar layer gets the thresholds ``2^i / c`` of one global
 aggressiveness ``c``, and a bisection on ``log2 c`` finds the most aggressive setting
 whose accuracy stays within ``target_loss`` of static 8-bit on those images.
 """
@@ -66,8 +66,8 @@ def write_thresholds(path, layers: Mapping, config: dict, provenance: dict) -> N
 
 def redy_policy_map(thresholds: ThresholdSet, *, granularity: str = "window",
                     **kw) -> PolicyMap:
-    """ReDy on the layers of a threshold set (per-layer thresholds), static 8-bit on
-    every other layer, dense and depthwise ones included (the paper treats conv layers).
+    """ReDy on the layers of a threshold set (per-layer thresholds), static on every
+    other layer.
 
     Args:
       thresholds: a threshold set (see the module docstring).
@@ -77,8 +77,8 @@ def redy_policy_map(thresholds: ThresholdSet, *, granularity: str = "window",
     cfg = thresholds.get("config", {})
     gran = cfg.get("granularity", granularity)
     clip_k = math.inf if cfg.get("clip_k") in (None, "inf") else float(cfg["clip_k"])
-    params = dict(statistic=cfg.get("statistic", "std"), n_min=cfg.get("n_min", 1),
-                  clip_k=clip_k, granularity=gran)
+    params = dict(statistic=cfg.get("statistic", "std"), n_min=cfg.get("n_min", 0),
+                  offsets=cfg.get("offsets", True), clip_k=clip_k, granularity=gran)
     params.update(kw)
     rules = tuple((p, ReDy(thresholds=jnp.asarray(v, jnp.float32), **params))
                   for p, v in thresholds["layers"].items())
@@ -86,20 +86,21 @@ def redy_policy_map(thresholds: ThresholdSet, *, granularity: str = "window",
                      depthwise_default=Static())
 
 
-def conv_layer_paths(model, variables, images, spec: HardwareSpec,
-                     calibration: Calibration) -> list[str]:
-    """Paths of the layers ReDy applies to (dense conv layers, not depthwise/dense)."""
+def crossbar_layer_paths(model, variables, images, spec: HardwareSpec,
+                         calibration: Calibration) -> list[str]:
+    """Paths of every layer mapped to crossbars (convs of every kind, dense layers): the
+    layers ReDy applies to, as leading-zero skipping does."""
     _, report = evaluate(model, variables, images[:2], spec, PolicyMap(default=Static()),
                          calibration=calibration)
-    return [p for p, lay in report.layers.items() if lay.info.kind in ("conv", "grouped")]
+    return list(report.layers)
 
 
 def threshold_set(paths, c: float, t_max: int, granularity: str, **config) -> ThresholdSet:
     """The thresholds ``2^i / c`` (:func:`~redy_jax.policy.thresholds_from_scale`) on
     every layer of ``paths``."""
     thr = thresholds_from_scale(c, t_max)
-    cfg = {"granularity": granularity, "statistic": "std", "n_min": 1, "clip_k": None,
-           "t_max": t_max, "scale_c": c, **config}
+    cfg = {"granularity": granularity, "statistic": "std", "n_min": 0, "offsets": True,
+           "clip_k": None, "t_max": t_max, "scale_c": c, **config}
     return {"config": cfg, "layers": {p: thr.tolist() for p in paths}}
 
 
@@ -119,7 +120,7 @@ def calibrate_thresholds(model, variables, images, labels, spec: HardwareSpec,
     Returns:
       a threshold set whose provenance holds the search trace.
     """
-    paths = conv_layer_paths(model, variables, images, spec, calibration)
+    paths = crossbar_layer_paths(model, variables, images, spec, calibration)
 
     def run(policy):
         return evaluate_dataset(model, variables, images, labels, spec, policy,
@@ -166,5 +167,5 @@ def calibrate_thresholds(model, variables, images, labels, spec: HardwareSpec,
     return result
 
 
-__all__ = ["ThresholdSet", "calibrate_thresholds", "conv_layer_paths", "read_thresholds",
+__all__ = ["ThresholdSet", "calibrate_thresholds", "crossbar_layer_paths", "read_thresholds",
            "redy_policy_map", "threshold_set", "write_thresholds"]

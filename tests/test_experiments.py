@@ -1,14 +1,17 @@
-"""experiments/run_all.py: the quick mode produces every file with sane values, and
-committed results match what the scripts produce from the committed checkpoints."""
+"""experiments/: the quick study writes every file with sane values and resumes from its
+cells; the committed results are what the code produces now (headline cells recomputed
+on their stored test subset, calibrations recomputed, README tables regenerated)."""
 
-import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+sys.path.insert(0, str(ROOT / "experiments"))
 
 
 def _load(name):
@@ -21,57 +24,114 @@ def _load(name):
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
-    _load("run_all").main(["--quick", "--models", "lenet5", "--limit", "60", "--out", str(out),
-                           "--shape-models", "resnet18", "--shape-size", "32"])
+    _load("run_all").main(["--quick", "--out", str(out), "--shape-models", "resnet18",
+                           "--shape-size", "32"])
     return out
 
 
 def test_quick_mode_writes_every_file(quick):
-    for f in ("headline.csv", "headline.json", "breakdown.png", "breakdown.csv",
-              "layers_lenet5.csv", "layers_lenet5.png", "sensitivity.csv", "sensitivity.json",
+    for f in ("headline.csv", "headline.json", "pareto.json", "pareto_lenet5.png",
+              "breakdown.png", "layers.json", "sensitivity.csv", "sensitivity.json",
               "sensitivity.png", "shapes.csv", "shapes.json", "run.json"):
         assert (quick / f).stat().st_size > 0, f
     assert not list(quick.rglob("*.tmp"))  # no half-written files
 
 
 def test_quick_mode_values_are_sane(quick):
-    rows = json.loads((quick / "headline.json").read_text())
-    for r in rows:
-        assert 0 <= r["accuracy"] <= 1
-        if "saving_vs_static" in r and r["policy"] != "static":
-            assert 0 < r["saving_vs_static"] < 1, r
-    for cell in (quick / "cells" / "headline" / "lenet5").glob("*.json"):
-        d = json.loads(cell.read_text())
-        if d.get("energy_pj_per_image"):
-            assert sum(d["breakdown_pj"].values()) == pytest.approx(d["energy_pj_per_image"],
-                                                                    rel=1e-9)
-    for r in csv.DictReader((quick / "sensitivity.csv").read_text().splitlines()):
-        assert 0 < float(r["saving"]) < 1
-    for r in json.loads((quick / "shapes.json").read_text()):
-        assert r["crossbars"] > 0 and 0 < r["adc_share"] < 1 and "stand-in" in r["input"]
+    h = json.loads((quick / "headline.json").read_text())
+    rows = {r["policy"]: r for r in h["rows"]}
+    assert set(rows) == {"static8", "static_uniform_best", "static_mixed", "lzs",
+                         "static_best", "redy", "redy_tuned", "redy_best"}
+    for r in rows.values():
+        assert 0 <= r["accuracy"] <= 1 and r["chosen_on"] == "validation"
+        assert r["chip_energy_pj_per_image"] > r["energy_pj_per_image"] * 0.5
+        for k in ("commit", "checkpoint_sha256", "spec_sha256", "images"):
+            assert k in r["provenance"], k
+    assert rows["static8"]["saving_vs_static8"] == 0
+    assert rows["static_best"]["saving_vs_best_static"] == 0
+    # static 8-bit + LZS is lossless: same accuracy, less energy
+    assert rows["lzs"]["accuracy"] == rows["static8"]["accuracy"]
+    assert rows["lzs"]["saving_vs_static8"] > 0
+    # the best static member is at least as cheap on validation as every static row
+    for p in ("static8", "static_uniform_best", "static_mixed", "lzs"):
+        assert (rows["static_best"]["validation_chip_energy_pj_per_image"]
+                <= rows[p]["validation_chip_energy_pj_per_image"] + 1e-6), p
 
 
 def test_rerun_reuses_finished_cells(quick, capsys):
-    _load("run_all").main(["--quick", "--models", "lenet5", "--limit", "60", "--out",
-                           str(quick), "--sections", "headline"])
+    _load("run_all").main(["--quick", "--out", str(quick), "--sections", "study"])
     assert "computed" not in capsys.readouterr().out
 
 
-COMMITTED = ROOT / "experiments" / "results" / "cells" / "headline" / "lenet5"
+COMMITTED = RESULTS / "headline.json"
 
 
-@pytest.mark.skipif(not COMMITTED.exists(), reason="no committed full results yet")
-@pytest.mark.parametrize("cell", ["static", "redy_window"])
-def test_committed_results_match_recomputation(cell):
-    from redy_jax.study import default_thresholds_path, run_policy, setup
-    from redy_jax.thresholds import read_thresholds
+def _committed_rows():
+    if not COMMITTED.exists():
+        return []
+    return json.loads(COMMITTED.read_text())["rows"]
 
-    committed = json.loads((COMMITTED / f"{cell}.json").read_text())
-    s = setup("lenet5", limit=committed["images"])
-    thr = read_thresholds(default_thresholds_path("lenet5", "window")) if cell != "static" \
-        else None
-    r = run_policy(s, "static" if cell == "static" else "redy", thresholds=thr,
-                   progress=False)
-    assert r["accuracy"] == committed["accuracy"]
-    assert r["energy_pj_per_image"] == pytest.approx(committed["energy_pj_per_image"],
-                                                     rel=1e-9)
+
+@pytest.fixture(scope="module")
+def studies():
+    """One study context per model (setup on the test subset, committed calibrations)."""
+    from study import Study
+
+    from redy_jax.cache import Cells
+    from redy_jax.quant import Calibration
+    from redy_jax.study import setup
+
+    out = {}
+
+    def get(model, subset):
+        if model not in out:
+            s = setup(model, limit=subset, calib_images=8, calib_method="minmax")
+            cells = Cells(RESULTS / "cells" / model, log=None)
+            cal = cells.load("calibrations")["result"]
+            cals = {int(k): Calibration.from_dict(d) for k, d in cal.items()}
+            out[model] = Study(s, cells, RESULTS, cals, list(cals[8].layers), {}, (0, 0))
+        return out[model]
+
+    return get
+
+
+@pytest.mark.skipif(not COMMITTED.exists(), reason="no committed results yet")
+@pytest.mark.parametrize("row", _committed_rows(), ids=lambda r: f"{r['model']}-{r['policy']}")
+def test_committed_headline_cell_is_what_the_code_produces(studies, row):
+    """Every committed headline number, recomputed now on the cell's stored test subset:
+    accuracy and energies must be equal (counts are integers; energies sums of them)."""
+    from redy_jax.simulate import evaluate_dataset
+
+    sub = row["subset"]
+    st = studies(row["model"], sub["images"])
+    cal, pm = st.build(row["config"])
+    r = evaluate_dataset(st.s.model, st.s.variables, st.s.test_images[:sub["images"]],
+                         st.s.test_labels[:sub["images"]], st.s.spec, pm, calibration=cal,
+                         progress=False)
+    assert r.accuracy == sub["accuracy"]
+    assert r.report.chip_energy_pj_per_image() == pytest.approx(
+        sub["chip_energy_pj_per_image"], rel=1e-12)
+    assert r.report.energy_pj_per_image() == pytest.approx(sub["energy_pj_per_image"],
+                                                           rel=1e-12)
+
+
+@pytest.mark.skipif(not COMMITTED.exists(), reason="no committed results yet")
+def test_committed_calibrations_are_what_the_code_produces():
+    """The static scales the study used (LeNet-5, 8 and 5 bits), recomputed from
+    train[0:1000]."""
+    from redy_jax.cache import Cells
+    from redy_jax.study import calibrations, setup
+
+    committed = Cells(RESULTS / "cells" / "lenet5", log=None).load("calibrations")["result"]
+    s = setup("lenet5", limit=1, calib_method="minmax")
+    got = calibrations(s, bits=(8, 5))
+    for k in (8, 5):
+        assert got[k].to_dict() == committed[str(k)], k
+
+
+@pytest.mark.skipif(not COMMITTED.exists(), reason="no committed results yet")
+def test_readmes_are_generated_from_the_committed_json():
+    readme = _load("readme")
+    assert (ROOT / "experiments" / "README.md").read_text() == readme.experiments_readme(RESULTS)
+    block = readme.results_block(RESULTS)
+    assert block and block in (ROOT / "README.md").read_text()

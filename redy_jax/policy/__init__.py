@@ -7,7 +7,7 @@ says whether it needs the window-level group statistics and returns a
 thresholds are arrays (traced, differentiable).
 """
 
-from redy_jax.policy.map import PolicyMap, as_policy_map
+from redy_jax.policy.map import PolicyMap, as_policy_map, policy_from_dict
 from redy_jax.policy.redy import STATISTICS, ReDy, lossless, thresholds_from_scale
 from redy_jax.policy.static import Float, LeadingZeroSkip, Static
 from redy_jax.policy.stats import bits_needed, digits_for_bits, group_stats
@@ -16,4 +16,4 @@ from redy_jax.xbar.plan import GRANULARITIES, GroupSums, LayerContext, Plan, Pol
 __all__ = ["GRANULARITIES", "STATISTICS", "Float", "GroupSums", "LayerContext",
            "LeadingZeroSkip", "Plan", "Policy", "PolicyMap", "ReDy", "Static",
            "as_policy_map", "bits_needed", "digits_for_bits", "group_stats", "lossless",
-           "thresholds_from_scale"]
+           "policy_from_dict", "thresholds_from_scale"]

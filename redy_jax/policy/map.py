@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 
 import jax
+import jax.numpy as jnp
+
+from redy_jax.policy.redy import ReDy
+from redy_jax.policy.static import Float, LeadingZeroSkip, Static
 
 
 @jax.tree_util.register_pytree_node_class
@@ -31,6 +36,14 @@ class PolicyMap:
         default, policies, dense, depthwise = children
         return cls(default, tuple(zip(patterns, policies, strict=True)), dense, depthwise)
 
+    @classmethod
+    def per_layer(cls, policies, default=None) -> PolicyMap:
+        """One policy per layer path (exact matches; ``default``, else static, for the
+        rest)."""
+        escape = lambda p: "".join(f"[{c}]" if c in "*?[]" else c for c in p)
+        return cls(default=Static() if default is None else default,
+                   rules=tuple((escape(p), q) for p, q in policies.items()))
+
     def for_layer(self, path: str, kind: str):
         for pattern, policy in self.rules:
             if fnmatch.fnmatchcase(path, pattern):
@@ -47,9 +60,27 @@ class PolicyMap:
                 f"depthwise_default={self.depthwise_default!r})")
 
 
+def policy_from_dict(d: dict):
+    """The policy a ``to_dict()`` description names."""
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind == "float":
+        return Float()
+    if kind == "static":
+        return Static()
+    if kind == "lzs":
+        return LeadingZeroSkip(granularity=d.get("granularity", "window"))
+    if kind == "redy":
+        return ReDy(thresholds=jnp.asarray(d["thresholds"], jnp.float32),
+                    granularity=d.get("granularity", "window"),
+                    statistic=d.get("statistic", "std"), n_min=d.get("n_min", 0),
+                    offsets=d.get("offsets", True),
+                    clip_k=math.inf if d.get("clip_k") is None else float(d["clip_k"]))
+    raise ValueError(f"policy kind must be one of float, static, lzs, redy; got {kind!r}")
+
+
 def as_policy_map(policy) -> PolicyMap:
     """A single policy applies to every layer; a PolicyMap passes through."""
     return policy if isinstance(policy, PolicyMap) else PolicyMap(default=policy)
 
 
-__all__ = ["PolicyMap", "as_policy_map"]
+__all__ = ["PolicyMap", "as_policy_map", "policy_from_dict"]

@@ -79,6 +79,14 @@ class ReDy:
         if not self.temperature >= 0:
             raise ValueError(f"ReDy.temperature must be >= 0, got {self.temperature}")
 
+    def to_dict(self) -> dict:
+        """JSON-ready (``policy_from_dict`` rebuilds it)."""
+        return {"kind": "redy",
+                "thresholds": [float(t) for t in np.asarray(self.thresholds).reshape(-1)],
+                "granularity": self.granularity, "statistic": self.statistic,
+                "n_min": self.n_min, "offsets": self.offsets,
+                "clip_k": None if math.isinf(self.clip_k) else self.clip_k}
+
     def statistic_of(self, mx, mn, mean, std):
         return {"std": std, "max": mx, "range": mx - mn}[self.statistic]
 

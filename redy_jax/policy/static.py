@@ -18,6 +18,9 @@ class Float:
     crossbar = False
     statistics = False
 
+    def to_dict(self) -> dict:
+        return {"kind": "float"}
+
     def plan(self, sums, ctx):  # pragma: no cover - never asked: crossbar is False
         raise TypeError("the Float policy runs layers in float; it has no crossbar plan")
 
@@ -32,6 +35,9 @@ class Static:
 
     crossbar = True
     statistics = False
+
+    def to_dict(self) -> dict:
+        return {"kind": "static"}
 
     def plan(self, sums: GroupSums | None, ctx: LayerContext) -> Plan:
         return Plan()
@@ -56,6 +62,9 @@ class LeadingZeroSkip:
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"LeadingZeroSkip.granularity must be one of {GRANULARITIES}, "
                              f"got {self.granularity!r}")
+
+    def to_dict(self) -> dict:
+        return {"kind": "lzs", "granularity": self.granularity}
 
     def plan(self, sums: GroupSums, ctx: LayerContext) -> Plan:
         mx, mn, _, _ = group_stats(sums, ctx, self.granularity)

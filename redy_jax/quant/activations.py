@@ -124,3 +124,9 @@ class Calibration:
     def to_dict(self) -> dict:
         return {"method": self.method, "images": self.images,
                 "layers": {k: v.to_dict() for k, v in self.layers.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        """The calibration :meth:`to_dict` wrote (floats round-trip exactly)."""
+        return cls(layers={k: ActQuant(**v) for k, v in d["layers"].items()},
+                   method=d["method"], images=d["images"])

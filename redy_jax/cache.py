@@ -1,0 +1,107 @@
+"""Fingerprinted result cells: a cached result is reused only if it was made from the
+same settings, and every result records the code version that made it.
+
+A cell is one JSON file::
+
+    {"fingerprint": {"key": sha256, "settings": {...}},
+     "provenance": {"commit": ..., "dirty": ..., "date": ..., "seconds": ...},
+     "result": {...}}
+
+``settings`` is everything the result depends on that is not code: model, checkpoint
+and spec hashes, thresholds, calibration, split and image range, search parameters.
+The code version is recorded, not matched (a new commit does not invalidate every
+cell; the reproduction tests check that the code still produces committed cells).
+Writes are atomic, so an interrupted run resumes from the last finished cell.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from redy_jax.files import atomic_write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 of the canonical JSON of ``obj`` (sorted keys, floats as repr)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, allow_nan=False,
+                                     default=_jsonable).encode()).hexdigest()
+
+
+def _jsonable(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"cannot fingerprint {type(o).__name__}")
+
+
+def file_sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the checkout the package runs from (None outside git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=ROOT, capture_output=True, text=True, check=True,
+                                timeout=10).stdout
+        return {"commit": commit, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+class Cells:
+    """JSON cells under ``root``: :meth:`get` computes a cell only when it is missing or
+    was made from other settings."""
+
+    def __init__(self, root, log: Callable[[str], None] | None = print):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log = log or (lambda s: None)
+
+    def path(self, name: str) -> Path:
+        return self.root / f"{name}.json"
+
+    def load(self, name: str) -> dict | None:
+        """The whole cell (fingerprint, provenance, result), or None."""
+        p = self.path(name)
+        if not p.exists():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def get(self, name: str, settings: dict, compute: Callable[[], dict]) -> dict:
+        """The result of cell ``name`` for ``settings``: cached if its fingerprint
+        matches, else computed (and written atomically)."""
+        key = digest(settings)
+        cell = self.load(name)
+        if cell is not None and cell.get("fingerprint", {}).get("key") == key:
+            return cell["result"]
+        if cell is not None:
+            self.log(f"  {name}: settings changed, recomputing")
+        t0 = time.time()
+        result = compute()
+        atomic_write_json(self.path(name), {
+            "fingerprint": {"key": key, "settings": settings},
+            "provenance": {**code_version(), "date": time.strftime("%Y-%m-%d"),
+                           "seconds": round(time.time() - t0, 1)},
+            "result": result})
+        self.log(f"  computed {name} ({time.time() - t0:.0f} s)")
+        return result
+
+
+__all__ = ["Cells", "code_version", "digest", "file_sha256"]
