@@ -107,6 +107,8 @@ def model_study(m: str, out: Path, *, quick: bool, limit: int | None):
         "redy_tuned": study.chosen_tuned(redy["members"], ref),
         "redy_best": study.best_within_budget(redy["members"], ref),
     }
+    if not quick:
+        _ship_thresholds(m, chosen, redy["members"])
     print(f"{m}: test split", flush=True)
     e8 = st.evaluate(chosen["static8"]["config"], "test", limit=limit)
     best = st.evaluate(chosen["static_best"]["config"], "test", limit=limit)
@@ -135,6 +137,23 @@ def model_study(m: str, out: Path, *, quick: bool, limit: int | None):
                            "chip_energy_pj_per_image": r["chip_energy_pj_per_image"],
                            "validation_accuracy": pt["accuracy"]})
     return rows, points, fulls, static, redy
+
+
+def _ship_thresholds(m: str, chosen: dict, members: list[dict]) -> None:
+    """The study's threshold sets become the shipped defaults: calibrated (window,
+    channel) and tuned (the lambda chosen on validation)."""
+    from redy_jax.study import default_thresholds_path
+    from redy_jax.thresholds import write_thresholds
+
+    sets = {"window": chosen["redy"], "tuned": chosen["redy_tuned"],
+            "channel": next((x for x in members if x["name"] == "redy_channel"), None)}
+    for kind, member in sets.items():
+        if member is None:
+            continue
+        t = member["thresholds"]
+        prov = {**t.get("provenance", {}), "chosen_on": "validation",
+                "member": member["name"], "routine": "experiments/run_all.py"}
+        write_thresholds(default_thresholds_path(m, kind), t["layers"], t["config"], prov)
 
 
 def _subsample(front, n):

@@ -6,9 +6,10 @@ The package re-exports its main entry points; see the subpackages for the rest:
 (counts -> pJ, reports), ``models`` (Flax zoo), ``data`` (datasets).
 """
 
+from redy_jax import policy
 from redy_jax.energy import Report, chip_energy_pj, core_energy_pj, energy_breakdown
 from redy_jax.hw import HardwareSpec, derived_figures, get_preset, isaac, isaac_16bit
-from redy_jax.simulate import calibrate, evaluate, evaluate_dataset
+from redy_jax.simulate import calibrate, capture, evaluate, evaluate_dataset, simulator
 from redy_jax.thresholds import calibrate_thresholds, read_thresholds, redy_policy_map
 from redy_jax.tune import TuneConfig, tune_thresholds
 from redy_jax.xbar import Counts, crossbar_matmul
@@ -17,7 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Counts", "HardwareSpec", "Report", "TuneConfig", "calibrate", "calibrate_thresholds",
-    "chip_energy_pj", "core_energy_pj",
+    "capture", "chip_energy_pj", "core_energy_pj", "policy", "simulator",
     "crossbar_matmul", "derived_figures", "energy_breakdown", "evaluate", "evaluate_dataset",
     "get_preset", "isaac", "isaac_16bit", "read_thresholds", "redy_policy_map",
     "tune_thresholds",

@@ -276,7 +276,7 @@ def tune(
         path = default_thresholds_path(model, granularity)
         if not path.exists():
             typer.echo(f"error: no calibrated thresholds at {path}; run "
-                       f"experiments/calibrate_thresholds.py or pass --init FILE", err=True)
+                       f"experiments/run_all.py or pass --init FILE", err=True)
             raise typer.Exit(2)
         init = str(path)
     start = read_thresholds(init)

@@ -28,7 +28,7 @@ import numpy as np
 from redy_jax.files import atomic_write_json
 from redy_jax.hw.spec import HardwareSpec
 from redy_jax.policy.map import PolicyMap
-from redy_jax.policy.redy import ReDy, thresholds_from_scale
+from redy_jax.policy.redy import ReDy, check_thresholds, thresholds_from_scale
 from redy_jax.policy.static import Static
 from redy_jax.quant.activations import Calibration
 from redy_jax.simulate import evaluate, evaluate_dataset
@@ -47,13 +47,14 @@ def read_thresholds(path) -> ThresholdSet:
         raise ValueError(f"thresholds file {path} is not valid JSON: {e}") from e
     if not isinstance(d, dict) or not isinstance(d.get("layers"), dict):
         raise ValueError(f"thresholds file {path} must hold an object with a 'layers' mapping")
+    if not d["layers"]:
+        raise ValueError(f"thresholds file {path} names no layer")
     for k, v in d["layers"].items():
-        a = np.asarray(v, np.float64)
-        if a.ndim != 1 or a.size == 0 or np.isnan(a).any():
-            raise ValueError(f"thresholds file {path}: layer {k!r} needs a non-empty list of "
-                             f"numbers, got {v!r}")
-        if np.any(np.diff(a) < 0):
-            raise ValueError(f"thresholds file {path}: layer {k!r} thresholds must ascend")
+        if not isinstance(v, list) or not all(isinstance(t, int | float) and
+                                              not isinstance(t, bool) for t in v):
+            raise ValueError(f"thresholds file {path}: layer {k!r} needs a list of numbers, "
+                             f"got {v!r}")
+        check_thresholds(v, f"thresholds file {path}: layer {k!r}")
     return d
 
 
@@ -80,8 +81,13 @@ def redy_policy_map(thresholds: ThresholdSet, *, granularity: str = "window",
     params = dict(statistic=cfg.get("statistic", "std"), n_min=cfg.get("n_min", 0),
                   offsets=cfg.get("offsets", True), clip_k=clip_k, granularity=gran)
     params.update(kw)
+    layers = thresholds.get("layers") if isinstance(thresholds, dict) else None
+    if not isinstance(layers, dict) or not layers:
+        raise ValueError("a threshold set needs a non-empty 'layers' mapping {path: [t1, ...]}")
+    for p, v in layers.items():
+        check_thresholds(v, f"thresholds of layer {p!r}")
     rules = tuple((p, ReDy(thresholds=jnp.asarray(v, jnp.float32), **params))
-                  for p, v in thresholds["layers"].items())
+                  for p, v in layers.items())
     return PolicyMap(default=Static(), rules=rules, dense_default=Static(),
                      depthwise_default=Static())
 
@@ -104,6 +110,21 @@ def threshold_set(paths, c: float, t_max: int, granularity: str, **config) -> Th
     return {"config": cfg, "layers": {p: thr.tolist() for p in paths}}
 
 
+def as_arrays(images, labels):
+    """``(images, labels)`` from arrays, or from an iterable of ``(images, labels)``
+    batches passed as ``images`` with ``labels=None``."""
+    if labels is None:
+        try:
+            batches = list(images)
+            xs, ys = zip(*batches, strict=True)
+        except (TypeError, ValueError) as e:
+            raise ValueError("labels is None: images must then be an iterable of "
+                             "(images, labels) batches") from e
+        return np.concatenate([np.asarray(x) for x in xs]), np.concatenate(
+            [np.asarray(y) for y in ys])
+    return images, labels
+
+
 def calibrate_thresholds(model, variables, images, labels, spec: HardwareSpec,
                          calibration: Calibration, *, granularity: str = "window",
                          target_loss: float = 0.003, t_max: int = 4, steps: int = 8,
@@ -111,15 +132,33 @@ def calibrate_thresholds(model, variables, images, labels, spec: HardwareSpec,
                          provenance: dict | None = None) -> ThresholdSet:
     """Finds the most aggressive global scale c with accuracy loss <= ``target_loss``.
 
+    Every crossbar layer gets the thresholds ``2^i / c`` (i = 1..t_max); a bisection on
+    ``log2 c`` over [-6, 6] finds the largest c whose accuracy on the given images
+    stays within ``target_loss`` of static precision on the same images. The range is
+    widened when its edge is hit: to c = 2^-13 (no group drops anything: lossless) when
+    even c = 2^-6 loses too much, and to c = 2^12 when c = 2^6 still fits (then every
+    non-constant group drops ``t_max`` LSBs); the result's provenance says so
+    (``edge``), and a warning is issued.
+
     Args:
       images, labels: labelled calibration data (training or validation images, never
-        the test split), float model inputs.
-      target_loss: allowed accuracy drop vs static 8-bit on these images (fraction:
+        the test split), float model inputs; or ``labels=None`` and an iterable of
+        ``(images, labels)`` batches as ``images``.
+      target_loss: allowed accuracy drop vs static precision on these images (fraction:
         0.003 = 0.3 points).
       provenance: extra fields recorded in the result's provenance (e.g. the split).
     Returns:
       a threshold set whose provenance holds the search trace.
     """
+    import warnings
+
+    images, labels = as_arrays(images, labels)
+    if not (isinstance(target_loss, int | float) and not isinstance(target_loss, bool)
+            and 0 <= target_loss < 1 and math.isfinite(target_loss)):
+        raise ValueError(f"target_loss must be an accuracy fraction in [0, 1), got "
+                         f"{target_loss!r}")
+    if granularity not in ("window", "channel"):
+        raise ValueError(f"granularity must be 'window' or 'channel', got {granularity!r}")
     paths = crossbar_layer_paths(model, variables, images, spec, calibration)
 
     def run(policy):
@@ -141,10 +180,13 @@ def calibrate_thresholds(model, variables, images, labels, spec: HardwareSpec,
         return loss <= target_loss
 
     lo, hi = -6.0, 6.0  # c from 1/64 (almost never drops) to 64 (drops at std > 1/32)
+    edge = None
     if not trial(lo):
-        best = -math.inf
+        edge = "lower"
+        best = -13.0 if trial(-13.0) else -math.inf  # 2^14+: beyond any 8-bit std
     elif trial(hi):
-        best = hi
+        edge = "upper"
+        best = 12.0 if trial(12.0) else hi
     else:
         for _ in range(steps):
             mid = (lo + hi) / 2
@@ -153,6 +195,10 @@ def calibrate_thresholds(model, variables, images, labels, spec: HardwareSpec,
             else:
                 hi = mid
         best = lo
+    if edge is not None:
+        warnings.warn(f"calibrate_thresholds: the search hit its {edge} edge and was "
+                      f"widened; chosen log2 c = {best} (see the result's provenance)",
+                      stacklevel=2)
     if math.isinf(best):  # even the gentlest setting loses too much: never drop LSBs
         result = threshold_set(paths, 2.0 ** -30, t_max, granularity)
     else:
@@ -160,12 +206,12 @@ def calibrate_thresholds(model, variables, images, labels, spec: HardwareSpec,
     chosen = next((t for t in trials if t["log2_c"] == best), None)
     result["provenance"] = {
         "routine": "redy_jax.thresholds.calibrate_thresholds",
-        **(provenance or {}), "target_loss": target_loss,
-        "static_accuracy": base.accuracy, "chosen": chosen, "trials": trials,
+        **(provenance or {}), "target_loss": target_loss, "images": len(labels),
+        "static_accuracy": base.accuracy, "chosen": chosen, "edge": edge, "trials": trials,
         "seconds": round(time.time() - t0, 1),
     }
     return result
 
 
-__all__ = ["ThresholdSet", "calibrate_thresholds", "crossbar_layer_paths", "read_thresholds",
-           "redy_policy_map", "threshold_set", "write_thresholds"]
+__all__ = ["ThresholdSet", "as_arrays", "calibrate_thresholds", "crossbar_layer_paths",
+           "read_thresholds", "redy_policy_map", "threshold_set", "write_thresholds"]

@@ -20,6 +20,7 @@ numbers; a finished run writes its thresholds file atomically.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import numpy as np
 import optax
 
 from redy_jax import data
+from redy_jax.cache import digest
 from redy_jax.energy.breakdown import chip_energy_pj
 from redy_jax.files import atomic_write_bytes, atomic_write_json, write_csv
 from redy_jax.hw.spec import HardwareSpec
@@ -39,7 +41,15 @@ from redy_jax.policy.static import Static
 from redy_jax.quant.activations import Calibration
 from redy_jax.simulate import evaluate_dataset, simulate_fn
 from redy_jax.study import run_policy
-from redy_jax.thresholds import ThresholdSet, read_thresholds, redy_policy_map, write_thresholds
+from redy_jax.thresholds import (
+    ThresholdSet,
+    as_arrays,
+    calibrate_thresholds,
+    read_thresholds,
+    redy_policy_map,
+    write_thresholds,
+)
+from redy_jax.validate import check_images, check_labels, check_variables
 
 LOG2_RANGE = (-8.0, 12.0)
 
@@ -68,15 +78,19 @@ def _project(log_thr: dict) -> dict:
 
 
 def tune_thresholds(model, variables, images, labels, spec: HardwareSpec,
-                    calibration: Calibration, *, init: ThresholdSet,
+                    calibration: Calibration, *, init: ThresholdSet | None = None,
                     config: TuneConfig = TuneConfig(), out_dir=None, progress: bool = True,
                     stop_after: int | None = None,
                     provenance: dict | None = None) -> dict[str, Any]:
-    """Tunes ReDy thresholds of ``model`` on labelled ``images`` (float model inputs).
+    """Tunes ReDy thresholds of ``model`` on labelled ``images`` (float model inputs;
+    or ``labels=None`` and an iterable of ``(images, labels)`` batches).
 
     Args:
-      init: the starting threshold set (``{"config": ..., "layers": {path: [thr...]}}``),
-        e.g. from :func:`redy_jax.thresholds.calibrate_thresholds`.
+      init: the starting threshold set (``{"config": ..., "layers": {path: [thr...]}}``);
+        default: :func:`redy_jax.thresholds.calibrate_thresholds` on the same images.
+        A start where the loss does not depend on the thresholds (every group's
+        statistic far from every threshold: zero gradient) is reported with a warning
+        and ``"flat_start": True``.
       config: the optimisation settings.
       out_dir: where ``state.msgpack`` (resumable) and ``thresholds.json`` go.
       stop_after: stop (as if interrupted) after this many steps of this call.
@@ -85,12 +99,22 @@ def tune_thresholds(model, variables, images, labels, spec: HardwareSpec,
       ``{"config", "layers", "history", "static_energy_pj", "finished"}``: a threshold
       set plus the optimisation history.
     """
+    import warnings
+
     from tqdm.auto import tqdm
 
     cfg = config
+    images, labels = as_arrays(images, labels)
+    x_all = check_images(images)
+    y_all = check_labels(labels, len(x_all))
+    check_variables(variables)
+    if len(x_all) < cfg.batch_size:
+        raise ValueError(f"tuning needs at least one batch: {len(x_all)} images < "
+                         f"batch_size {cfg.batch_size}")
+    if init is None:
+        init = calibrate_thresholds(model, variables, x_all, y_all, spec, calibration)
     out_dir = Path(out_dir) if out_dir is not None else None
     gran = init.get("config", {}).get("granularity", "window")
-    x_all, y_all = np.asarray(images, np.float32), np.asarray(labels)
     run, _ = simulate_fn(model, spec, calibration, "exact", ste=True)
 
     def policies(log_thr, temperature):
@@ -118,18 +142,36 @@ def tune_thresholds(model, variables, images, labels, spec: HardwareSpec,
     opt_state = tx.init(params)
     state = {"step": 0, "params": params, "opt_state": opt_state, "history": []}
     state_path = out_dir / "state.msgpack" if out_dir else None
+    # What the run depends on: a state saved with other settings is not resumed.
+    fingerprint = digest({"init": init["layers"], "init_config": init.get("config", {}),
+                          "config": dataclasses.asdict(cfg), "spec": spec.to_dict(),
+                          "calibration": calibration.to_dict(),
+                          "data": hashlib.sha256(x_all.tobytes() + y_all.tobytes()).hexdigest()})
     if state_path is not None and state_path.exists():
-        restored = flax.serialization.msgpack_restore(state_path.read_bytes())
-        state = {"step": int(restored["step"]),
-                 "params": flax.serialization.from_state_dict(params, restored["params"]),
-                 "opt_state": flax.serialization.from_state_dict(opt_state,
-                                                                 restored["opt_state"]),
-                 "history": json.loads(bytes(np.asarray(restored["history"])).decode())}
+        try:
+            restored = flax.serialization.msgpack_restore(state_path.read_bytes())
+            saved = bytes(np.asarray(restored.get("fingerprint", b""))).decode()
+            if saved != fingerprint:
+                warnings.warn(f"tune_thresholds: {state_path} was saved by a run with other "
+                              "settings (lambda, steps, thresholds, data or hardware); "
+                              "starting afresh (it will be overwritten)", stacklevel=2)
+            else:
+                state = {"step": int(restored["step"]),
+                         "params": flax.serialization.from_state_dict(params,
+                                                                      restored["params"]),
+                         "opt_state": flax.serialization.from_state_dict(
+                             opt_state, restored["opt_state"]),
+                         "history": json.loads(bytes(np.asarray(restored["history"])).decode())}
+        except Exception as e:  # msgpack raises several unrelated types
+            raise ValueError(f"tuning state {state_path} is corrupt or not a tuning state "
+                             f"({type(e).__name__}: {e}); delete it or choose another "
+                             "out_dir") from None
 
     def save():
         if state_path is None:
             return
-        blob = {"step": state["step"],
+        blob = {"fingerprint": np.frombuffer(fingerprint.encode(), np.uint8),
+                "step": state["step"],
                 "params": flax.serialization.to_state_dict(state["params"]),
                 "opt_state": flax.serialization.to_state_dict(state["opt_state"]),
                 "history": np.frombuffer(json.dumps(state["history"]).encode(), np.uint8)}
@@ -137,6 +179,7 @@ def tune_thresholds(model, variables, images, labels, spec: HardwareSpec,
             jax.tree_util.tree_map(np.asarray, blob)))
 
     n_batches = len(x_all) // cfg.batch_size
+    flat = False
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune lambda={cfg.lam}",
                disable=None if progress else True, leave=False)
     done_here = 0
@@ -150,6 +193,13 @@ def tune_thresholds(model, variables, images, labels, spec: HardwareSpec,
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         (loss, (ce, e, acc)), g = grad_fn(state["params"], jnp.asarray(x_all[idx]),
                                           jnp.asarray(y_all[idx]))
+        if step == 0 and not any(float(jnp.abs(a).max()) > 0
+                                 for a in jax.tree_util.tree_leaves(g)):
+            flat = True
+            warnings.warn("tune_thresholds: the loss is flat in the thresholds where tuning "
+                          "starts (zero gradient: every group's statistic is far from every "
+                          "threshold); start from calibrated thresholds or raise the "
+                          "temperature", stacklevel=2)
         updates, opt_state = tx.update(g, state["opt_state"], state["params"])
         state["params"] = _project(optax.apply_updates(state["params"], updates))
         state["opt_state"] = opt_state
@@ -166,7 +216,7 @@ def tune_thresholds(model, variables, images, labels, spec: HardwareSpec,
     layers = {k: (2.0 ** np.asarray(v)).tolist() for k, v in state["params"].items()}
     result = {"config": {**init.get("config", {}), "tuned": True},
               "layers": layers, "history": state["history"], "static_energy_pj": e_static,
-              "finished": state["step"] >= cfg.steps}
+              "finished": state["step"] >= cfg.steps, "flat_start": flat}
     if out_dir is not None and result["finished"]:
         write_thresholds(out_dir / "thresholds.json", layers, result["config"], {
             "routine": "redy_jax.tune.tune_thresholds", **(provenance or {}),

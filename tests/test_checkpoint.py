@@ -69,3 +69,20 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
         checkpoint.atomic_write_json(target, {"a": 2})
     assert target.read_text().strip().endswith("}") and '"a": 1' in target.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize("model", ["lenet5", "resnet20", "vgg8", "mobilenetv2"])
+def test_shipped_records_name_disjoint_train_and_validation_ranges(model):
+    """No validation image was trained on: the record's train range ends where the
+    validation range (the training file's last 5,000 images) begins."""
+    import json
+
+    from redy_jax import data
+
+    record = json.loads(checkpoint.shipped(model).with_suffix(".json").read_text())
+    sp = record["splits"]
+    assert sp == data.split_ranges("fashion_mnist") or sp["train"]["stop"] < 55000
+    assert sp["train"]["source"] == sp["validation"]["source"] == "train"
+    assert sp["train"]["stop"] <= sp["validation"]["start"]
+    assert sp["validation"]["stop"] - sp["validation"]["start"] == 5000
+    assert "float_validation_accuracy" in record and "float_test_accuracy" in record

@@ -159,10 +159,13 @@ def test_bad_images_raise(user_net):
         evaluate(model, variables, x, spec, Static())
 
 
-def test_nan_weights_are_reported_by_layer(user_net):
+def test_nan_weights_are_an_error_naming_the_parameter(user_net):
+    """A NaN bias (or weight, or BatchNorm statistic) is refused before any work, by its
+    path: a NaN weight would otherwise quantise to a zero channel, silently."""
     model, variables, x, spec, cal = user_net
-    v = jax.tree_util.tree_map(lambda a: a, variables)
-    v = {"params": {**v["params"], "conv": {**v["params"]["conv"],
-                                             "bias": jnp.full((6,), jnp.nan)}}}
-    with pytest.raises(FloatingPointError, match="layer 'conv2'"):
+    v = {"params": {**variables["params"], "conv": {**variables["params"]["conv"],
+                                                     "bias": jnp.full((6,), jnp.nan)}}}
+    with pytest.raises(ValueError, match="params/conv/bias holds 6 NaN/inf"):
         evaluate(model, v, x, spec, Static(), calibration=cal)
+    with pytest.raises(ValueError, match="params/conv/bias"):
+        calibrate(model, v, x, spec)

@@ -139,3 +139,39 @@ def test_task_loss_reaches_thresholds_through_later_quantised_layers(small):
     assert float(jnp.abs(jax.grad(ce)(t, True)).sum()) > 0
     assert float(jnp.abs(jax.grad(ce)(t, False)).sum()) == 0
     assert float(ce(t, True)) == pytest.approx(float(ce(t, False)), rel=1e-6)  # same forward
+
+
+def test_a_state_from_other_settings_is_not_resumed(small, tmp_path):
+    """Tuning again with another lambda in the same directory starts afresh (it used to
+    resume the old run and label it with the new lambda); a truncated state is an error
+    naming the file."""
+    model, v, x, spec, cal = small
+    y = np.arange(x.shape[0]) % 10
+    init = {"config": {"granularity": "window"},
+            "layers": {"c1": [1.0, 2.0, 4.0, 8.0], "c2": [1.0, 2.0, 4.0, 8.0]}}
+    kw = dict(init=init, out_dir=tmp_path, progress=False)
+    a = tune_thresholds(model, v, x, y, spec, cal,
+                        config=TuneConfig(lam=0.1, steps=2, batch_size=16, save_every=1), **kw)
+    with pytest.warns(UserWarning, match="other settings"):
+        b = tune_thresholds(model, v, x, y, spec, cal,
+                            config=TuneConfig(lam=3.0, steps=2, batch_size=16, save_every=1),
+                            **kw)
+    assert [h["step"] for h in b["history"]] == [1, 2]
+    assert b["history"][0]["loss"] != a["history"][0]["loss"]  # lambda 3 from step 1
+    state = tmp_path / "state.msgpack"
+    state.write_bytes(state.read_bytes()[:40])
+    with pytest.raises(ValueError, match="state.msgpack is corrupt"):
+        tune_thresholds(model, v, x, y, spec, cal,
+                        config=TuneConfig(lam=3.0, steps=3, batch_size=16), **kw)
+
+
+def test_calibration_widens_its_search_range_at_the_edge(small):
+    """A budget nothing loses (100%) puts the search at its upper edge: widened, said."""
+    from redy_jax.thresholds import calibrate_thresholds
+
+    model, v, x, spec, cal = small
+    y = np.arange(x.shape[0]) % 10
+    with pytest.warns(UserWarning, match="upper edge"):
+        ts = calibrate_thresholds(model, v, x, y, spec, cal, target_loss=0.99)
+    assert ts["provenance"]["edge"] == "upper"
+    assert ts["provenance"]["chosen"]["log2_c"] == 12.0

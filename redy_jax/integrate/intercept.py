@@ -79,12 +79,26 @@ def conv_args(module: nn.Conv, x: jnp.ndarray) -> dict:
                 groups=module.feature_group_count)
 
 
+def call_site(path: str, seen: Mapping) -> str:
+    """The key of a layer call: its module path, ``path#2``, ``path#3``... for a module
+    called more than once in one application (weight sharing)."""
+    key, i = path, 2
+    while key in seen:
+        key, i = f"{path}#{i}", i + 1
+    return key
+
+
 def crossbar_interceptor(records: dict, infos: dict, quants: Mapping[str, ActQuant],
                          policies: PolicyMap, spec: HardwareSpec, mode: str,
-                         ste: bool = False) -> Callable:
-    """An interceptor that simulates every mapped layer and fills ``records`` / ``infos``.
+                         ste: bool = False, capture: dict | None = None,
+                         paths: set | None = None) -> Callable:
+    """An interceptor that simulates every mapped layer and fills ``records`` / ``infos``
+    (keyed by :func:`call_site`).
 
-    ``quants``: the calibration's quantisers by layer path (traced inside the pass)."""
+    ``quants``: the calibration's quantisers by call site (traced inside the pass); the
+    policy is looked up by module path. ``capture``: when given, filled with each call
+    site's tensors (see :func:`redy_jax.capture`). ``paths``: when given, receives the
+    module path of every mapped layer, float ones included."""
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
@@ -94,6 +108,8 @@ def crossbar_interceptor(records: dict, infos: dict, quants: Mapping[str, ActQua
         if kind is None:
             return next_fun(*args, **kwargs)
         path = module_path(module)
+        if paths is not None:
+            paths.add(path)
         policy = policies.for_layer(path, kind)
         if not policy.crossbar:
             return next_fun(*args, **kwargs)
@@ -101,15 +117,16 @@ def crossbar_interceptor(records: dict, infos: dict, quants: Mapping[str, ActQua
         kernel = module.get_variable("params", "kernel")
         bias = module.get_variable("params", "bias") if module.use_bias else None
         extra = {} if kind == "dense" else conv_args(module, x)
-        key = path
-        i = 2
-        while key in records:  # a module called more than once (weight sharing)
-            key, i = f"{path}#{i}", i + 1
+        key = call_site(path, records)
+        tensors = {} if capture is not None else None
         y, record, info = crossbar_layer(
-            x, jnp.asarray(kernel, jnp.float32), bias, kind=kind, path=path,
-            quant=_quant(quants, path), policy=policy, spec=spec, mode=mode, ste=ste, **extra)
+            x, jnp.asarray(kernel, jnp.float32), bias, kind=kind, path=key,
+            quant=_quant(quants, key), policy=policy, spec=spec, mode=mode, ste=ste,
+            capture=tensors, **extra)
         records[key] = record
         infos[key] = info
+        if capture is not None:
+            capture[key] = tensors
         return y.astype(jnp.result_type(x))
 
     return interceptor
@@ -124,15 +141,18 @@ def _quant(quants: Mapping[str, ActQuant], path: str) -> ActQuant:
 
 
 def observe_interceptor(observe: Callable[[str, jnp.ndarray], None]) -> Callable:
-    """An interceptor that runs the model in float and calls ``observe(path, input)``
-    for every mapped layer (used by calibration)."""
+    """An interceptor that runs the model in float and calls ``observe(call site,
+    input)`` for every mapped layer call (used by calibration)."""
+    seen: dict[str, None] = {}
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
         if context.method_name == "__call__" and not module.is_initializing():
             kind = layer_kind(module)
             if kind is not None:
-                observe(module_path(module), jnp.asarray(args[0], jnp.float32))
+                key = call_site(module_path(module), seen)
+                seen[key] = None
+                observe(key, jnp.asarray(args[0], jnp.float32))
         return next_fun(*args, **kwargs)
 
     return interceptor

@@ -40,9 +40,30 @@ class PolicyMap:
     def per_layer(cls, policies, default=None) -> PolicyMap:
         """One policy per layer path (exact matches; ``default``, else static, for the
         rest)."""
-        escape = lambda p: "".join(f"[{c}]" if c in "*?[]" else c for c in p)
         return cls(default=Static() if default is None else default,
-                   rules=tuple((escape(p), q) for p, q in policies.items()))
+                   rules=tuple((_escape(p), q) for p, q in policies.items()))
+
+    def unmatched(self, paths) -> list[str]:
+        """Patterns of ``rules`` that match none of ``paths``."""
+        return [p for p, _ in self.rules
+                if not any(fnmatch.fnmatchcase(path, p) for path in paths)]
+
+    def with_thresholds(self, thresholds) -> PolicyMap:
+        """A copy in which each layer of ``thresholds`` (``{path: array}``, exact paths)
+        runs the policy its rule gives it, with those thresholds (an exact rule per layer
+        ahead of the others; the policies must be ReDy policies)."""
+        exact = []
+        for path, thr in thresholds.items():
+            policy = next((q for pattern, q in self.rules
+                           if fnmatch.fnmatchcase(path, pattern)), None)
+            if policy is None:
+                raise ValueError(f"thresholds for layer {path!r}, which no rule of the policy "
+                                 f"map names (rules: {[p for p, _ in self.rules][:8]})")
+            if not hasattr(policy, "thresholds"):
+                raise ValueError(f"layer {path!r} runs {policy.name}, which has no thresholds")
+            exact.append((_escape(path), policy.replace(thresholds=thr)))
+        return PolicyMap(self.default, (*exact, *self.rules), self.dense_default,
+                         self.depthwise_default)
 
     def for_layer(self, path: str, kind: str):
         for pattern, policy in self.rules:
@@ -58,6 +79,11 @@ class PolicyMap:
         return (f"PolicyMap(default={self.default!r}, rules={len(self.rules)}, "
                 f"dense_default={self.dense_default!r}, "
                 f"depthwise_default={self.depthwise_default!r})")
+
+
+def _escape(path: str) -> str:
+    """An ``fnmatch`` pattern matching ``path`` only."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in path)
 
 
 def policy_from_dict(d: dict):

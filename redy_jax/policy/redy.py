@@ -43,6 +43,39 @@ from redy_jax.xbar.plan import (
 )
 
 STATISTICS = ("std", "max", "range")
+MAX_THRESHOLDS = 7
+"""At most 7 thresholds: the shift t of a group is sent to the crossbars in 3 bits (half of
+``HardwareSpec.redy_meta_bits``)."""
+
+
+def check_thresholds(thresholds, where: str = "ReDy.thresholds") -> None:
+    """Thresholds must be a 1-D list of 1..7 numbers; given as a list, tuple or numpy
+    array (a file, a mapping, a constructor call) they must also ascend and hold no NaN.
+
+    JAX arrays are checked for their shape only: the policy is a pytree, and JAX rebuilds
+    it with gradients and optimiser updates in place of the thresholds (which need not
+    ascend); traced values and JAX's placeholder leaves are not checked."""
+    if isinstance(thresholds, jax.core.Tracer):
+        return
+    if isinstance(thresholds, jax.Array):
+        if thresholds.ndim != 1 or not 1 <= thresholds.size <= MAX_THRESHOLDS:
+            raise ValueError(f"{where} must be a list of 1 to {MAX_THRESHOLDS} thresholds (t "
+                             f"is sent in 3 bits), got shape {thresholds.shape}")
+        return
+    if not isinstance(thresholds, list | tuple | np.ndarray):
+        return
+    try:
+        a = np.asarray(thresholds, np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where} must be numbers, got {thresholds!r}") from e
+    if a.ndim != 1 or not 1 <= a.size <= MAX_THRESHOLDS:
+        raise ValueError(f"{where} must be a list of 1 to {MAX_THRESHOLDS} thresholds (t is "
+                         f"sent in 3 bits), got shape {a.shape}")
+    if np.isnan(a).any():
+        raise ValueError(f"{where} must not hold NaN, got {a.tolist()}")
+    if np.any(np.diff(a) < 0):
+        raise ValueError(f"{where} must ascend (one more LSB dropped per threshold "
+                         f"exceeded), got {a.tolist()}")
 
 
 @struct.dataclass
@@ -66,6 +99,9 @@ class ReDy:
     statistics = True
 
     def __post_init__(self):
+        check_thresholds(self.thresholds)
+        if isinstance(self.thresholds, list | tuple | np.ndarray):  # stored as float32
+            object.__setattr__(self, "thresholds", jnp.asarray(self.thresholds, jnp.float32))
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"ReDy.granularity must be one of {GRANULARITIES}, "
                              f"got {self.granularity!r}")
@@ -164,4 +200,5 @@ def thresholds_from_scale(c: float, t_max: int = 4) -> np.ndarray:
     return (2.0 ** np.arange(1, t_max + 1) / c).astype(np.float32)
 
 
-__all__ = ["ReDy", "STATISTICS", "lossless", "thresholds_from_scale"]
+__all__ = ["MAX_THRESHOLDS", "STATISTICS", "ReDy", "check_thresholds", "lossless",
+           "thresholds_from_scale"]

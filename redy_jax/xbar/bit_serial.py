@@ -172,7 +172,11 @@ def _faithful(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
         (np.zeros((), acc), np.zeros((), acc)),
         lambda a, b: (a[0] + b[0], a[1] + b[1]), (2, 3, 4))  # (T, V, N) each
     input_sum = (dig_unit * pw).sum(axis=-1)  # (T, V)
-    saturated = sat_cols.astype(jnp.int32).sum(axis=(0, 2)) + (unit > fs).sum(axis=(0, 2))
+    # Every crossbar of a row tile converts its own unit column (as adc_conversions
+    # counts it): a clipped unit sum is one saturation per crossbar.
+    crossbars = -(-n // spec.outputs_per_xbar)
+    saturated = (sat_cols.astype(jnp.int32).sum(axis=(0, 2))
+                 + (unit > fs).sum(axis=(0, 2)) * crossbars)
     partial = (cols.astype(jnp.int32)
                + input_sum[..., None] * (g[:, None, :] - (1 << (spec.weight_bits - 1))))
     return jnp.transpose(partial, (1, 0, 2)).astype(jnp.int32), saturated.astype(jnp.int32)

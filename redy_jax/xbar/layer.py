@@ -85,11 +85,14 @@ def count_plan(plan: Plan, tiling: Tiling, spec: HardwareSpec, ctx: LayerContext
     return counts.sum_groups(ctx.images), hist
 
 
-def _straight_through(y, x, w_codes, w_scale, bias, kind, shape: ConvShape | None):
-    """Hardware values forward, the float layer's gradient (dequantised weights) backward:
-    the straight-through estimator that lets a loss on the logits reach earlier layers
-    through activation quantisation and integer arithmetic (used by threshold tuning)."""
-    w = w_codes.astype(jnp.float32) * w_scale
+def _straight_through(y, x, w2, w_codes, w_scale, bias, kind, shape: ConvShape | None):
+    """Hardware values forward, the float layer's gradient backward: the straight-through
+    estimator that lets a loss on the logits reach earlier layers through activation
+    quantisation and integer arithmetic (threshold tuning), and the float kernel ``w2``
+    (K, Cout) through weight quantisation (training through the simulator). The backward
+    product uses the dequantised weights (the values the hardware holds)."""
+    w_deq = w_codes.astype(jnp.float32) * w_scale
+    w = w2 + lax.stop_gradient(w_deq - w2)  # value: dequantised; gradient: to the kernel
     if kind == "dense":
         ref = jnp.matmul(x.reshape(-1, w.shape[0]), w, precision=HIGHEST)
     else:
@@ -105,7 +108,8 @@ def _straight_through(y, x, w_codes, w_scale, bias, kind, shape: ConvShape | Non
 
 def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, policy: Policy,
                    spec: HardwareSpec, mode: str, strides=(1, 1), padding="VALID",
-                   kernel_dilation=(1, 1), groups: int = 1, ste: bool = False):
+                   kernel_dilation=(1, 1), groups: int = 1, ste: bool = False,
+                   capture: dict | None = None):
     """Simulates ``y = conv(x, kernel) + bias`` (or dense) on crossbars.
 
     Args:
@@ -113,7 +117,10 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
       kernel: HWIO conv kernel (kh, kw, Cin/groups, Cout) or dense (Din, Dout).
       policy: a precision policy (the :class:`~redy_jax.xbar.plan.Policy` protocol).
       mode: ``auto`` / ``exact`` / ``faithful`` (see :func:`~redy_jax.xbar.resolve_mode`).
-      ste: add straight-through gradients w.r.t. ``x`` (see ``_straight_through``).
+      ste: add straight-through gradients w.r.t. ``x`` and the kernel (see
+        ``_straight_through``).
+      capture: when a dict, filled with the layer's ``input``, ``codes``, integer
+        ``outputs`` and float ``output``.
     Returns:
       ``(y, record, info)``: float output like the float layer, a :class:`LayerRecord`
       and static :class:`LayerInfo`.
@@ -192,7 +199,9 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     if bias is not None:
         y = y + bias
     if ste:
-        y = _straight_through(y, x, w_codes, w_scale, bias, kind, shape)
+        y = _straight_through(y, x, w2, w_codes, w_scale, bias, kind, shape)
+    if capture is not None:
+        capture.update(input=x, codes=codes, outputs=y_int, output=y)
     record = LayerRecord(counts=counts, nt_hist=hist, nonfinite=nonfinite)
     info = LayerInfo(kind=kind, k=k, n=n, groups=groups, taps=taps, vectors_per_image=m,
                      crossbars=groups * tiling.crossbars, macs_per_image=m * groups * k * n)

@@ -132,10 +132,11 @@ def _bit_serial_reference(x, w, spec, enc, zp=0):
                                  convert(analog))
                 weight = (1 << (db * p)) * (-1 if enc == "sign_bit" and p == planes - 1 else 1)
                 y += weight * (value << (cb * s))
-        for p in range(planes):  # unit column: once per plane and row tile
+        crossbars = -(-n // (spec.cols // slices))  # column tiles of this row tile
+        for p in range(planes):  # unit column: each crossbar of the row tile converts one
             d = (bits[:, rows] >> (db * p)) & dmax
             unit = d.sum(1)
-            saturated += int((unit > full_scale).sum())
+            saturated += int((unit > full_scale).sum()) * crossbars
             weight = (1 << (db * p)) * (-1 if enc == "sign_bit" and p == planes - 1 else 1)
             y -= (weight * convert(unit) << (wb - 1))[:, None]
     return y - zp * w.sum(0), saturated
