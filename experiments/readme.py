@@ -74,8 +74,8 @@ def comparison(rows: list[dict], budget: float) -> str:
         equal = abs(dacc) <= 0.001
         better = saving > 0 and dacc >= -0.001
         wins += better
-        verdict = ("uses {:.1f}% less".format(100 * saving) if saving > 0
-                   else "uses {:.1f}% more".format(-100 * saving))
+        verdict = (f"uses {100 * saving:.1f}% less" if saving > 0
+                   else f"uses {-100 * saving:.1f}% more")
         parts.append(f"{m}: ReDy's best ({rb['member']}) {verdict} whole-chip energy than "
                      f"the best static configuration ({sb['member']}) at "
                      f"{'equal' if equal else ('higher' if dacc > 0 else 'lower')} test "

@@ -24,7 +24,6 @@ interrupted run resumes):
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
