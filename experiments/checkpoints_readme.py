@@ -27,7 +27,8 @@ horizontal-flip augmentation, batch 128.
 (default) ReDy thresholds and `.redy_tuned.json` the optax-tuned ones, all chosen on the
 validation split by `experiments/run_all.py` (provenance inside).
 
-| model | train split | validation split | float val. acc. | float test acc. | epochs | seed | train time | command |
+| model | train split | validation split | float val. acc. | float test acc. | epochs | seed \
+| train time | command |
 |---|---|---|---|---|---|---|---|---|
 """
 

@@ -221,7 +221,7 @@ def sensitivity(cells: Cells, model: str, limit: int, grid: dict, out: Path) -> 
             spec0 = get_preset("isaac", **over)
             over["adc_bits"] = max(spec0.min_exact_adc_bits(), 4)
 
-            def compute(over=over):
+            def compute(over=over, param=param, v=v):
                 s = setup(model, limit=limit, spec_overrides=over)
                 st = run_policy(s, "static", progress=False)
                 rd = run_policy(s, "redy", policy=redy_policy_map(thr), progress=False)
