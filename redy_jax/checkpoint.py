@@ -39,13 +39,16 @@ def save(path: str | os.PathLike, variables: Any, record: dict[str, Any]) -> Pat
     return path
 
 
-def load(path: str | os.PathLike, target: Any | None = None) -> tuple[Any, dict[str, Any]]:
+def load(path: str | os.PathLike, target: Any | None = None, *,
+         require_record: bool = True) -> tuple[Any, dict[str, Any]]:
     """Loads variables (and the record) from ``path``.
 
     Args:
       path: the ``.msgpack`` file (its ``.json`` record must sit beside it).
       target: optional variables of the same structure (e.g. from ``model.init``);
         if given, shapes are checked leaf by leaf.
+      require_record: False accepts a bare ``flax.serialization`` msgpack file without
+        a record (a user's own checkpoint; no checksum to verify, record ``{}``).
 
     Raises:
       CheckpointError: naming the file and what is wrong with it.
@@ -57,12 +60,15 @@ def load(path: str | os.PathLike, target: Any | None = None) -> tuple[Any, dict[
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     if not rec_path.exists():
-        raise CheckpointError(
-            f"checkpoint record {rec_path} (needed beside {path.name}) is missing")
-    try:
-        record = json.loads(rec_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"checkpoint record {rec_path} is not valid JSON: {e}") from e
+        if require_record:
+            raise CheckpointError(
+                f"checkpoint record {rec_path} (needed beside {path.name}) is missing")
+        record = {}
+    else:
+        try:
+            record = json.loads(rec_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"checkpoint record {rec_path} is not valid JSON: {e}") from e
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if "sha256" in record and record["sha256"] != digest:

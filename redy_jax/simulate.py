@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from redy_jax.energy.report import Report
-from redy_jax.hw.spec import HardwareSpec
+from redy_jax.hw.spec import HardwareSpec, check_spec
 from redy_jax.integrate.intercept import crossbar_interceptor, observe_interceptor
 from redy_jax.policy.map import PolicyMap, as_policy_map
 from redy_jax.policy.static import Static
@@ -155,6 +155,7 @@ def calibrate(model: nn.Module, variables, images, spec: HardwareSpec, *, method
                 best, best_acc = cal, acc
         return dataclasses.replace(best, method=f"best({best.method}, calibration accuracy "
                                                 f"{best_acc:.4f})")
+    spec = check_spec(spec)
     bits = spec.act_bits if bits is None else bits
     if not (isinstance(bits, int) and not isinstance(bits, bool) and 2 <= bits <= spec.act_bits):
         raise ValueError(f"bits must be an integer in [2, act_bits={spec.act_bits}], "
@@ -287,6 +288,7 @@ def simulator(model: nn.Module, spec: HardwareSpec, policy, calibration: Calibra
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    spec = check_spec(spec)
     policies = as_policy_map(policy)
     calibration = _calibration_or_none(calibration, policies, spec)
     quants = dict(calibration.layers)
@@ -331,17 +333,6 @@ def _calibration_or_none(calibration: Calibration | None, policies: PolicyMap,
     return Calibration(layers={}, method="none", images=0)
 
 
-def _checked_spec(spec) -> HardwareSpec:
-    if not isinstance(spec, HardwareSpec):
-        hint = ""
-        if callable(spec):
-            hint = " (a preset function: call it, e.g. redy_jax.isaac())"
-        elif isinstance(spec, str):
-            hint = f" (a preset name: use redy_jax.get_preset({spec!r}))"
-        raise TypeError(f"spec must be a HardwareSpec, got {type(spec).__name__}{hint}")
-    return spec
-
-
 def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,
              calibration: Calibration | None = None, mode: str = "auto",
              shard: bool = True, apply_kwargs: Mapping | None = None):
@@ -366,7 +357,7 @@ def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,
       ``(logits, report)``.
     """
     _not_traced("evaluate", images, variables)
-    spec = _checked_spec(spec)
+    spec = check_spec(spec)
     images = check_images(images)
     check_variables(variables)
     _check_fits(model, variables, images, apply_kwargs)
@@ -417,7 +408,7 @@ def evaluate_dataset(model: nn.Module, variables, images, labels, spec: Hardware
     from tqdm.auto import tqdm
 
     _not_traced("evaluate_dataset", images, variables)
-    spec = _checked_spec(spec)
+    spec = check_spec(spec)
     images = check_images(images)
     labels = check_labels(labels, len(images))
     check_variables(variables)
@@ -471,6 +462,7 @@ def capture(model: nn.Module, variables, images, spec: HardwareSpec, policy,
     zero point removed, int32) and ``output`` (dequantised, plus bias: what the next
     layer sees), e.g. to compare a layer against your own reference implementation.
     """
+    spec = check_spec(spec)
     images = check_images(images)
     check_variables(variables)
     policies = as_policy_map(policy)

@@ -70,23 +70,67 @@ class Setup:
     """Labels of ``calib_images``."""
 
 
+def load_model(model: str, checkpoint=None, input_shape=None):
+    """``(module, variables, record)`` of a zoo model (by name; default checkpoint: the
+    shipped one) or of your own: ``"package.module:factory"``, where ``factory()``
+    returns a ``flax.linen`` module, with ``checkpoint`` a msgpack file of its variables
+    (``redy_jax.checkpoint.save`` or ``flax.serialization.to_bytes``; a ``.json`` record
+    beside it is used when present) and ``input_shape`` one image's shape (H, W, C)."""
+    if ":" not in model:
+        return load_checkpoint(model, checkpoint)
+    import importlib
+
+    mod_name, _, factory = model.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), factory)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"--model {model!r}: cannot import {factory!r} from {mod_name!r} "
+                         f"({e})") from e
+    module = fn()
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"--model {model!r}: {factory}() must return a flax.linen Module, "
+                         f"got {type(module).__name__}")
+    if checkpoint is None:
+        raise ValueError(f"--model {model!r} needs --checkpoint FILE (its variables)")
+    if input_shape is None:
+        raise ValueError("a user model needs the input shape (from the data)")
+    from redy_jax.checkpoint import load as load_variables
+
+    target = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0),
+                                                jax.numpy.zeros((1, *input_shape))))
+    target = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), target)
+    variables, record = load_variables(checkpoint, target, require_record=False)
+    return module, variables, record
+
+
 def setup(model_name: str, *, checkpoint=None, dataset: str = "fashion_mnist",
           limit: int | None = None, preset: str = "isaac", spec_overrides: dict | None = None,
           calib_images: int = 1000, calib_method: str = "best",
           validation: bool = False) -> Setup:
-    """Loads the checkpoint and data and calibrates on the first ``calib_images`` images
-    of the training split (never the test split); ``validation``: also load the
-    validation split.
+    """Loads the model, its checkpoint and data, and calibrates on the first
+    ``calib_images`` images of the training split (never the test split);
+    ``validation``: also load the validation split.
+
+    ``model_name``: a zoo name or ``"package.module:factory"`` (see :func:`load_model`);
+    ``dataset``: a dataset name or a ``.npz`` file (see :func:`redy_jax.data.load_npz`;
+    without training images the test images calibrate, which the result records).
 
     ``calib_method='best'`` calibrates with each of ``CALIBRATION_METHODS`` and keeps the
     one whose static 8-bit accuracy on those calibration images is highest, so the static
     baseline that savings are measured against is tuned for its own accuracy."""
     spec = get_preset(preset, **(spec_overrides or {}))
-    model, variables, record = load_checkpoint(model_name, checkpoint)
     test = data.load(dataset, "test", limit=limit)
-    train = data.load(dataset, "train", limit=calib_images)
-    x_test = data.normalize(test.images, test.mean, test.std)
-    x_cal = data.normalize(train.images, train.mean, train.std)
+    try:
+        train = data.load(dataset, "train", limit=calib_images)
+    except ValueError:
+        if not str(dataset).endswith(".npz"):
+            raise
+        train = test._replace(split="test (no train_images in the file)")
+        train = train._replace(images=train.images[:calib_images],
+                               labels=train.labels[:calib_images])
+    model, variables, record = load_model(model_name, checkpoint, test.images.shape[1:]
+                                          if test.images.ndim == 4 else None)
+    x_test, x_cal = data.model_inputs(test), data.model_inputs(train)
     if calib_method == "best":
         cal = _best_calibration(model, variables, x_cal, train.labels, spec)
     else:
@@ -95,7 +139,7 @@ def setup(model_name: str, *, checkpoint=None, dataset: str = "fashion_mnist",
               dataset, calib_labels=train.labels)
     if validation:
         val = data.load(dataset, "validation")
-        s.val_images = data.normalize(val.images, val.mean, val.std)
+        s.val_images = data.model_inputs(val)
         s.val_labels = val.labels
     return s
 
@@ -142,7 +186,7 @@ def calibrate_setup_thresholds(s: Setup, *, granularity: str = "window",
     follow the static-calibration ones (``train[offset:offset + images]``)."""
     offset = s.calibration.images if offset is None else offset
     train = data.load(s.dataset, "train", limit=offset + images)
-    x = data.normalize(train.images[offset:], train.mean, train.std)
+    x = data.model_inputs(train)[offset:]
     return calibrate_thresholds(
         s.model, s.variables, x, train.labels[offset:], s.spec, s.calibration,
         granularity=granularity, target_loss=target_loss, progress=progress,
@@ -189,8 +233,11 @@ def make_policy(name: str, s: Setup, *, granularity: str = "window",
 
 def run_policy(s: Setup, policy_name: str, *, policy=None, batch_size: int = 250,
                mode: str = "auto", progress: bool = True, granularity: str = "window",
-               thresholds: ThresholdSet | None = None) -> dict[str, Any]:
-    """Evaluates one policy on the test images; returns a JSON-ready summary."""
+               thresholds: ThresholdSet | None = None,
+               distribution: bool = False) -> dict[str, Any]:
+    """Evaluates one policy on the test images; returns a JSON-ready summary
+    (``distribution``: with per-image percentiles of energy, conversions, bits and
+    latency)."""
     if policy is None:
         policy = make_policy(policy_name, s, granularity=granularity, thresholds=thresholds)
     t0 = time.perf_counter()
@@ -206,7 +253,7 @@ def run_policy(s: Setup, policy_name: str, *, policy=None, batch_size: int = 250
         "preset": s.spec.name,
         "mode": mode,
         "seconds": round(time.perf_counter() - t0, 2),
-        **res.summary(),
+        **res.summary(distribution=distribution and policy_name != "float"),
     }
     out["images"] = res.images
     out["jax_devices"] = jax.device_count()

@@ -231,7 +231,7 @@ def tune_setup(s, init: ThresholdSet, cfg: TuneConfig, *, images: int = 2048, ou
     training images that follow its static-calibration images."""
     offset = s.calibration.images
     train = data.load(s.dataset, "train", limit=offset + images)
-    x = data.normalize(train.images[offset:], train.mean, train.std)
+    x = data.model_inputs(train)[offset:]
     return tune_thresholds(s.model, s.variables, x, train.labels[offset:], s.spec,
                            s.calibration, init=init, config=cfg, out_dir=out_dir,
                            progress=progress, stop_after=stop_after,

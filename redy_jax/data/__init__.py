@@ -6,10 +6,13 @@ from redy_jax.data.loaders import (
     VALIDATION_IMAGES,
     Dataset,
     load,
+    load_npz,
+    model_inputs,
     normalize,
     split_range,
     split_ranges,
 )
 
-__all__ = ["DATASETS", "SPLITS", "VALIDATION_IMAGES", "Dataset", "load", "normalize",
+__all__ = ["DATASETS", "SPLITS", "VALIDATION_IMAGES", "Dataset", "load", "load_npz",
+           "model_inputs", "normalize",
            "split_range", "split_ranges"]

@@ -40,8 +40,10 @@ class Dataset(NamedTuple):
     images: np.ndarray
     labels: np.ndarray
     num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    """Per-channel pixel statistics for :func:`normalize`; None when ``images`` are
+    already float model inputs."""
 
 
 def normalize(images: np.ndarray, mean, std) -> np.ndarray:
@@ -51,10 +53,33 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
 
 
 def _fashion_mnist_builder(data_dir: Path):
+    """The prepared offline builder. Preparation is serialised across processes by an
+    exclusive lock on ``data_dir/fashion_mnist_local.lock`` (released by the OS if the
+    holder is killed); a killed build's ``incomplete.*`` folder is removed first, and
+    a process that waited finds the dataset ready and reuses it."""
+    import contextlib
+    import fcntl
+    import shutil
+    import sys
+
     from redy_jax.data.fashion_mnist import FashionMnistLocal
 
+    data_dir.mkdir(parents=True, exist_ok=True)
     builder = FashionMnistLocal(data_dir=str(data_dir), file_format="array_record")
-    builder.download_and_prepare()
+    if builder.is_prepared():
+        return builder
+    with open(data_dir / "fashion_mnist_local.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            builder = FashionMnistLocal(data_dir=str(data_dir), file_format="array_record")
+            if not builder.is_prepared():
+                for stale in (data_dir / "fashion_mnist_local").glob("incomplete.*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+                # TFDS prints progress on stdout: keep stdout for results (e.g. --json).
+                with contextlib.redirect_stdout(sys.stderr):
+                    builder.download_and_prepare()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return builder
 
 
@@ -97,6 +122,61 @@ def split_ranges(name: str, limit: int | None = None) -> dict[str, dict]:
             stop = min(stop, start + limit)
         out[split] = {"source": source, "start": start, "stop": stop}
     return out
+
+
+def load_npz(path: str | os.PathLike, split: str = "test", limit: int | None = None) -> Dataset:
+    """A split of your own data from an ``.npz`` file.
+
+    Arrays: ``images`` / ``labels`` (the test split), and optionally ``train_images`` /
+    ``train_labels`` (calibration, tuning) and ``val_images`` / ``val_labels`` (choices).
+    Images are NHWC (or NHW, given a channel axis); uint8 pixels are normalised by the
+    per-channel mean and std of the training images (or of ``images`` when there are
+    none); float images are taken as model inputs as they are.
+    """
+    path = Path(path)
+    keys = {"test": ("images", "labels"), "train": ("train_images", "train_labels"),
+            "validation": ("val_images", "val_labels")}
+    if split not in keys:
+        raise ValueError(f"split must be one of {list(keys)}, got {split!r}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"data file {path} cannot be read as .npz: {e}") from e
+    with npz:
+        ik, lk = keys[split]
+        if ik not in npz or lk not in npz:
+            raise ValueError(f"data file {path} has no {split} split: arrays {ik!r} and "
+                             f"{lk!r} needed, found {sorted(npz.files)}")
+        images, labels = npz[ik], npz[lk]
+        stats_src = npz["train_images"] if "train_images" in npz else npz["images"]
+    if images.ndim == 3:
+        images, stats_src = images[..., None], (stats_src[..., None] if stats_src.ndim == 3
+                                                else stats_src)
+    if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"data file {path}: {ik} must be (N, H, W[, C]) and {lk} (N,), got "
+                         f"{images.shape} and {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"data file {path}: {lk} must hold integer labels, got {labels.dtype}")
+    if images.dtype == np.uint8:
+        x = stats_src.astype(np.float32) / 255.0
+        mean = tuple(float(m) for m in x.mean(axis=(0, 1, 2)))
+        std = tuple(max(float(v), 1e-6) for v in x.std(axis=(0, 1, 2)))
+    elif np.issubdtype(images.dtype, np.floating):
+        mean, std = None, None  # already model inputs
+    else:
+        raise ValueError(f"data file {path}: {ik} must be uint8 pixels or float model "
+                         f"inputs, got {images.dtype}")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return Dataset(f"npz:{path}", split, images, labels.astype(np.int32),
+                   int(labels.max()) + 1 if len(labels) else 0, mean, std)
+
+
+def model_inputs(ds: Dataset) -> np.ndarray:
+    """Float model inputs of a split: normalised pixels, or float images as they are."""
+    if ds.mean is None:
+        return np.asarray(ds.images, np.float32)
+    return normalize(ds.images, ds.mean, ds.std)
 
 
 def _source_to_numpy(source, start: int, stop: int, limit: int | None,
@@ -151,8 +231,11 @@ def load(
       limit: keep the first ``limit`` examples.
       data_dir: TFDS data directory (default ``$REDY_DATA_DIR`` or ``~/.cache/redy_jax``).
     """
+    if str(name).endswith(".npz"):
+        return load_npz(name, split, limit)
     if name not in _STATS:
-        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+        raise ValueError(f"dataset must be one of {list(DATASETS)} or a .npz file, got "
+                         f"{name!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if limit is not None and limit < 1:

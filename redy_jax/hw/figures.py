@@ -57,8 +57,13 @@ def peak_gops(spec: HardwareSpec) -> float:
     return 2 * macs_per_xbar * xbars_per_chip(spec) / seconds_per_mvm / 1e9
 
 
-def gops_per_w(spec: HardwareSpec) -> float:
-    return peak_gops(spec) / chip_power_w(spec)
+def _ratio(a: float, b: float) -> float | None:
+    """a / b, or None when b is 0 (a spec whose powers or energies are all zero)."""
+    return a / b if b else None
+
+
+def gops_per_w(spec: HardwareSpec) -> float | None:
+    return _ratio(peak_gops(spec), chip_power_w(spec))
 
 
 def fixed_pj_per_xbar_vector(spec: HardwareSpec) -> dict[str, float]:
@@ -98,7 +103,7 @@ def _fixed_share(spec: HardwareSpec, ima_per_plane_pj: float) -> float:
     """Share of whole-chip energy that does not scale with planes, for a fully used
     crossbar streaming every plane (ISAAC's schedule): 26% for ISAAC."""
     fixed = sum(fixed_pj_per_xbar_vector(spec).values())
-    return fixed / (fixed + ima_per_plane_pj * spec.planes)
+    return _ratio(fixed, fixed + ima_per_plane_pj * spec.planes)
 
 
 def derived_figures(spec: HardwareSpec) -> dict[str, float]:
@@ -111,17 +116,17 @@ def derived_figures(spec: HardwareSpec) -> dict[str, float]:
         "tile_area_mm2": ta,
         "chip_power_w": chip_power_w(spec),
         "chip_area_mm2": chip_area_mm2(spec),
-        "adc_share_tile_power": _per_tile(spec, "power_mw", {"adc"}) / tp,
-        "adc_share_tile_area": _per_tile(spec, "area_mm2", {"adc"}) / ta,
+        "adc_share_tile_power": _ratio(_per_tile(spec, "power_mw", {"adc"}), tp),
+        "adc_share_tile_area": _ratio(_per_tile(spec, "area_mm2", {"adc"}), ta),
         "peak_gops": peak_gops(spec),
         "gops_per_w": gops_per_w(spec),
         "crossbars_per_chip": xbars_per_chip(spec),
         "e_adc_pj": e_adc_pj(spec),
         "e_ima_per_xbar_plane_pj": ima_total,
-        "adc_share_ima_energy": ima["adc"] / ima_total,
+        "adc_share_ima_energy": _ratio(ima["adc"], ima_total),
         "fixed_pj_per_xbar_vector": sum(fixed_pj_per_xbar_vector(spec).values()),
         "fixed_share_full_crossbar": _fixed_share(spec, ima_total),
-        "redy_unit_area_share_tile": spec.redy_unit_area_mm2 / ta,
+        "redy_unit_area_share_tile": _ratio(spec.redy_unit_area_mm2, ta),
         "min_exact_adc_bits": spec.min_exact_adc_bits(),
         "adc_is_exact": spec.adc_is_exact(),
     }

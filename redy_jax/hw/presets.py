@@ -25,8 +25,9 @@ def isaac_16bit(**overrides) -> HardwareSpec:
 PRESETS = {"isaac": isaac, "isaac_16bit": isaac_16bit}
 
 
-def get_preset(name: str, **overrides) -> HardwareSpec:
-    """Returns the preset ``name`` with field ``overrides`` applied (validated)."""
-    if name not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-    return PRESETS[name](**overrides)
+def get_preset(preset: str, /, **overrides) -> HardwareSpec:
+    """Returns the preset named ``preset`` with field ``overrides`` applied (validated;
+    ``name=`` renames it)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    return PRESETS[preset](**overrides)

@@ -15,7 +15,10 @@ its source:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
+
+import numpy as np
 
 from redy_jax.hw.adc import ADC_ENERGY_MODELS
 
@@ -66,6 +69,10 @@ ISAAC_COMPONENTS: tuple[Component, ...] = (
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -190,9 +197,10 @@ class HardwareSpec:
     components: tuple[Component, ...] = ISAAC_COMPONENTS
 
     def __post_init__(self):
+        self._normalise()
         for f in ("rows", "cols", "cell_bits", "weight_bits", "act_bits", "dac_bits",
                   "adc_bits", "adc_conversions_per_read", "xbars_per_ima", "imas_per_tile",
-                  "tiles", "redy_meta_bits"):
+                  "tiles", "redy_meta_bits", "adc_step"):
             # validated first: everything below relies on these being positive ints
             v = getattr(self, f)
             if not _is_int(v) or v < 1:
@@ -216,37 +224,64 @@ class HardwareSpec:
         if self.act_bits % self.dac_bits:
             raise ValueError(f"HardwareSpec.dac_bits ({self.dac_bits}) must divide act_bits "
                              f"({self.act_bits})")
-        if self.fixed_costs not in FIXED_COSTS:
-            raise ValueError(f"HardwareSpec.fixed_costs must be one of {FIXED_COSTS}, "
-                             f"got {self.fixed_costs!r}")
-        if self.signed_encoding not in SIGNED_ENCODINGS:
-            raise ValueError(f"HardwareSpec.signed_encoding must be one of {SIGNED_ENCODINGS}, "
-                             f"got {self.signed_encoding!r}")
+        for f, choices in (("fixed_costs", FIXED_COSTS), ("signed_encoding", SIGNED_ENCODINGS),
+                           ("adc_energy_model", ADC_ENERGY_MODELS)):
+            if getattr(self, f) not in choices:
+                raise ValueError(f"HardwareSpec.{f} must be one of {choices}, "
+                                 f"got {getattr(self, f)!r}")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"HardwareSpec.name must be a non-empty string, got {self.name!r}")
+        for f in ("flipped_encoding", "unit_column"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"HardwareSpec.{f} must be True or False, got "
+                                 f"{getattr(self, f)!r}")
         if self.signed_encoding == "sign_bit" and self.dac_bits != 1:
             raise ValueError("HardwareSpec.signed_encoding='sign_bit' needs dac_bits == 1 (the "
                              "sign plane is streamed alone); use 'zero_point'")
-        if self.adc_energy_model not in ADC_ENERGY_MODELS:
-            raise ValueError(f"HardwareSpec.adc_energy_model must be one of {ADC_ENERGY_MODELS},"
-                             f" got {self.adc_energy_model!r}")
         if self.adc_energy_model == "murmann" and self.adc_bits < 4:
             raise ValueError(f"HardwareSpec.adc_bits must be >= 4 with adc_energy_model="
                              f"'murmann', got {self.adc_bits}")
-        if not _is_int(self.adc_step) or self.adc_step < 1:
-            raise ValueError(f"HardwareSpec.adc_step must be an integer >= 1 (column-sum units "
-                             f"per ADC code), got {self.adc_step!r}")
-        if not isinstance(self.t_read_ns, (int, float)) or not self.t_read_ns > 0:
-            raise ValueError(f"HardwareSpec.t_read_ns must be > 0 ns, got {self.t_read_ns!r}")
-        for f in (x.name for x in dataclasses.fields(self) if x.name.startswith("e_")):
+        for f, unit, positive in (("t_read_ns", "ns", True), ("redy_unit_area_mm2", "mm^2", False),
+                                  *((x.name, "pJ", False) for x in dataclasses.fields(self)
+                                    if x.name.startswith("e_"))):
             v = getattr(self, f)
-            if not isinstance(v, (int, float)) or v < 0 or v != v:
-                raise ValueError(f"HardwareSpec.{f} must be a finite energy >= 0 pJ, got {v!r}")
-        if self.redy_unit_area_mm2 < 0:
-            raise ValueError(f"HardwareSpec.redy_unit_area_mm2 must be >= 0, "
-                             f"got {self.redy_unit_area_mm2}")
+            ok = _is_number(v) and math.isfinite(v) and (v > 0 if positive else v >= 0)
+            if not ok:
+                raise ValueError(f"HardwareSpec.{f} must be a finite number "
+                                 f"{'> 0' if positive else '>= 0'} {unit}, got {v!r}")
+        if not isinstance(self.components, tuple) or not self.components:
+            raise ValueError("HardwareSpec.components must be a non-empty tuple of Component "
+                             f"rows (the tile/chip inventory), got {self.components!r}")
         for c in self.components:
+            if not isinstance(c, Component):
+                raise ValueError(f"HardwareSpec.components: {c!r} is not a Component")
             if c.level not in ("ima", "tile", "chip"):
                 raise ValueError(f"HardwareSpec.components: {c.name} has level {c.level!r}, "
                                  "expected 'ima', 'tile' or 'chip'")
+            for f in ("power_mw", "area_mm2", "share"):
+                v = getattr(c, f)
+                if not (_is_number(v) and math.isfinite(v) and v >= 0) or (f == "share"
+                                                                            and v == 0):
+                    raise ValueError(f"HardwareSpec.components: {c.name}.{f} must be a finite "
+                                     f"number >= 0{' (> 0)' if f == 'share' else ''}, got {v!r}")
+            if not _is_int(c.count) or c.count < 1:
+                raise ValueError(f"HardwareSpec.components: {c.name}.count must be an integer "
+                                 f">= 1, got {c.count!r}")
+        if not any(c.level in ("ima", "tile") for c in self.components):
+            raise ValueError("HardwareSpec.components needs at least one IMA or tile row "
+                             "(tile power and area are made of them)")
+
+    def _normalise(self) -> None:
+        """numpy scalars become Python numbers and a list of components a tuple, so the
+        spec stays hashable and its checks see plain types."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.generic) and not isinstance(v, np.bool_):
+                object.__setattr__(self, f.name, v.item())
+            elif isinstance(v, np.bool_):
+                object.__setattr__(self, f.name, bool(v))
+        if isinstance(self.components, list):
+            object.__setattr__(self, "components", tuple(self.components))
 
     # ---- derived array geometry ----
     @property
@@ -305,3 +340,16 @@ class HardwareSpec:
         d = dataclasses.asdict(self)
         d["components"] = [c._asdict() for c in self.components]
         return d
+
+
+def check_spec(spec) -> HardwareSpec:
+    """``spec`` if it is a :class:`HardwareSpec`; else a TypeError saying what was passed
+    (a preset function not called, a preset name)."""
+    if isinstance(spec, HardwareSpec):
+        return spec
+    hint = ""
+    if callable(spec):
+        hint = " (a preset function: call it, e.g. redy_jax.isaac())"
+    elif isinstance(spec, str):
+        hint = f" (a preset name: use redy_jax.get_preset({spec!r}))"
+    raise TypeError(f"spec must be a HardwareSpec, got {type(spec).__name__}{hint}")

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from redy_jax.hw.spec import HardwareSpec
+from redy_jax.hw.spec import HardwareSpec, check_spec
 from redy_jax.xbar.bit_serial import faithful_partial_sums
 from redy_jax.xbar.exact import code_bound, exact_matmul, exact_tile_sums
 from redy_jax.xbar.layout import Tiling, tile
@@ -262,6 +262,7 @@ def crossbar_matmul(x_codes, w_codes, spec: HardwareSpec, *, x_encoding: str = "
     Returns:
       ``(y, counts)``: int32 (B, N) outputs and per-row :class:`Counts` (each (B,)).
     """
+    spec = check_spec(spec)
     if x_encoding not in X_ENCODINGS:
         raise ValueError(f"x_encoding must be one of {X_ENCODINGS}, got {x_encoding!r}")
     if x_encoding == "sign_bit" and spec.dac_bits != 1:

@@ -94,3 +94,45 @@ def test_unknown_dataset_and_bad_limit():
         data.load("digits", limit=0)
     with pytest.raises(ValueError, match="split must be one of"):
         data.load("digits", "val")
+
+
+def _stand_in(tmp_path):
+    rng = np.random.default_rng(0)
+    for img, lab in (("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                     ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")):
+        _idx(tmp_path / img, rng.integers(0, 256, (20, 28, 28)))
+        _idx(tmp_path / lab, rng.integers(0, 10, (20,)))
+
+
+def test_concurrent_first_builds_and_a_killed_build_are_safe(tmp_path):
+    """Two processes preparing the dataset at once both succeed (3 trials; the loser
+    used to die renaming TFDS's incomplete folder), and a folder left by a killed build
+    is not tripped over."""
+    import os
+    import subprocess
+    import sys
+
+    src = tmp_path / "idx"
+    src.mkdir()
+    _stand_in(src)
+    code = ("from redy_jax import data; import sys; "
+            "print(len(data.load('fashion_mnist', 'test', data_dir=sys.argv[1]).labels))")
+    env = {**os.environ, "REDY_FASHION_MNIST_DIR": str(src)}
+    for trial in range(3):
+        d = tmp_path / f"tfds{trial}"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(d)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (out, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err[-2000:]
+            assert out.strip() == "20"
+    d = tmp_path / "killed"
+    stale = d / "fashion_mnist_local" / "incomplete.ABC123"
+    stale.mkdir(parents=True)
+    (stale / "half.array_record").write_bytes(b"\x00" * 10)
+    monkey = {**env}
+    r = subprocess.run([sys.executable, "-c", code, str(d)], env=monkey, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not stale.exists()
