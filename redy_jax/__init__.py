@@ -9,6 +9,7 @@ The package re-exports its main entry points; see the subpackages for the rest:
 from redy_jax import policy
 from redy_jax.energy import Report, chip_energy_pj, core_energy_pj, energy_breakdown
 from redy_jax.hw import HardwareSpec, derived_figures, get_preset, isaac, isaac_16bit
+from redy_jax.onnx_import import from_onnx
 from redy_jax.simulate import calibrate, capture, evaluate, evaluate_dataset, simulator
 from redy_jax.thresholds import calibrate_thresholds, read_thresholds, redy_policy_map
 from redy_jax.tune import TuneConfig, tune_thresholds
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Counts", "HardwareSpec", "Report", "TuneConfig", "calibrate", "calibrate_thresholds",
-    "capture", "chip_energy_pj", "core_energy_pj", "policy", "simulator",
+    "capture", "chip_energy_pj", "core_energy_pj", "from_onnx", "policy", "simulator",
     "crossbar_matmul", "derived_figures", "energy_breakdown", "evaluate", "evaluate_dataset",
     "get_preset", "isaac", "isaac_16bit", "read_thresholds", "redy_policy_map",
     "tune_thresholds",

@@ -163,6 +163,9 @@ class RunOptions:
     """The options every evaluating command shares (one definition each)."""
 
     model: ModelOpt = "resnet20"
+    onnx: Annotated[str | None, typer.Option(
+        "--onnx", help="an ONNX model file (PyTorch / Keras export) instead of --model; "
+                       "docs/onnx.md")] = None
     checkpoint: CkptOpt = None
     dataset: Annotated[str, typer.Option(help="dataset (fashion_mnist, cifar10, digits)")] = \
         "fashion_mnist"
@@ -239,7 +242,9 @@ def _check_options(o: RunOptions, policies: list[str], option: str = "--policy")
         except (OSError, ValueError) as e:
             _fail(f"--thresholds: {e}")
     _check_data(o)
-    if ":" in o.model and o.checkpoint is None:
+    if o.onnx is not None and not (Path(o.onnx).is_file() and o.onnx.endswith(".onnx")):
+        _fail(f"--onnx {o.onnx}: not an existing .onnx file")
+    if o.onnx is None and ":" in o.model and o.checkpoint is None:
         _fail(f"--model {o.model} (your own) needs --checkpoint FILE")
     if o.checkpoint is not None and not Path(o.checkpoint).exists():
         _fail(f"--checkpoint {o.checkpoint} does not exist")
@@ -275,7 +280,8 @@ def _setup(o: RunOptions):
     try:
         # TFDS prints while it prepares a dataset: keep stdout for results (--json).
         with contextlib.redirect_stdout(sys.stderr):
-            return setup(o.model, checkpoint=o.checkpoint, dataset=o.data or o.dataset,
+            return setup(o.onnx or o.model, checkpoint=o.checkpoint,
+                         dataset=o.data or o.dataset,
                          limit=o.limit, preset=o.preset, spec_overrides=_overrides(o.set_),
                          calib_images=o.calib_images)
     except (CheckpointError, FileNotFoundError, ValueError, TypeError) as e:

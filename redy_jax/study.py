@@ -72,10 +72,16 @@ class Setup:
 
 def load_model(model: str, checkpoint=None, input_shape=None):
     """``(module, variables, record)`` of a zoo model (by name; default checkpoint: the
-    shipped one) or of your own: ``"package.module:factory"``, where ``factory()``
+    shipped one), of an ONNX file (``*.onnx``, see :func:`redy_jax.from_onnx`), or of
+    your own: ``"package.module:factory"``, where ``factory()``
     returns a ``flax.linen`` module, with ``checkpoint`` a msgpack file of its variables
     (``redy_jax.checkpoint.save`` or ``flax.serialization.to_bytes``; a ``.json`` record
     beside it is used when present) and ``input_shape`` one image's shape (H, W, C)."""
+    if str(model).endswith(".onnx"):
+        from redy_jax.onnx_import import from_onnx
+
+        module, variables = from_onnx(model, input_shape=input_shape)
+        return module, variables, {"model": str(model), "source": "onnx"}
     if ":" not in model:
         return load_checkpoint(model, checkpoint)
     import importlib
@@ -186,12 +192,14 @@ def calibrate_setup_thresholds(s: Setup, *, granularity: str = "window",
     follow the static-calibration ones (``train[offset:offset + images]``)."""
     offset = s.calibration.images if offset is None else offset
     train = data.load(s.dataset, "train", limit=offset + images)
+    if len(train.labels) <= offset:  # a small user dataset: reuse the calibration images
+        offset = 0
     x = data.model_inputs(train)[offset:]
     return calibrate_thresholds(
         s.model, s.variables, x, train.labels[offset:], s.spec, s.calibration,
         granularity=granularity, target_loss=target_loss, progress=progress,
         provenance={"model": s.model_name, "dataset": s.dataset, "split": "train",
-                    "images": f"train[{offset}:{offset + images}]"}, **kw)
+                    "images": f"train[{offset}:{offset + len(x)}]"}, **kw)
 
 
 def load_thresholds(s: Setup, path: str | None, tuned: bool) -> ThresholdSet | None:

@@ -6,6 +6,7 @@ from redy_jax.data.loaders import (
     VALIDATION_IMAGES,
     Dataset,
     load,
+    load_image_folder,
     load_npz,
     model_inputs,
     normalize,
@@ -13,6 +14,5 @@ from redy_jax.data.loaders import (
     split_ranges,
 )
 
-__all__ = ["DATASETS", "SPLITS", "VALIDATION_IMAGES", "Dataset", "load", "load_npz",
-           "model_inputs", "normalize",
-           "split_range", "split_ranges"]
+__all__ = ["DATASETS", "SPLITS", "VALIDATION_IMAGES", "Dataset", "load", "load_image_folder",
+           "load_npz", "model_inputs", "normalize", "split_range", "split_ranges"]

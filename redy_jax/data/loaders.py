@@ -172,6 +172,54 @@ def load_npz(path: str | os.PathLike, split: str = "test", limit: int | None = N
                    int(labels.max()) + 1 if len(labels) else 0, mean, std)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_center_crop(image: np.ndarray, resize: int = 256, crop: int = 224) -> np.ndarray:
+    """The usual ImageNet evaluation transform: the short side resized to ``resize``
+    (bilinear), then a centred ``crop`` x ``crop`` window. uint8 HWC in and out."""
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(image).squeeze() if np.asarray(image).shape[-1] == 1
+                          else np.asarray(image))
+    w, h = img.size
+    scale = resize / min(w, h)
+    img = img.resize((max(crop, round(w * scale)), max(crop, round(h * scale))),
+                     Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - crop) // 2, (h - crop) // 2
+    out = np.asarray(img.crop((left, top, left + crop, top + crop)))
+    return out[..., None] if out.ndim == 2 else out
+
+
+def load_image_folder(path: str | os.PathLike, *, resize: int = 256, crop: int = 224,
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                      limit: int | None = None) -> Dataset:
+    """Images in class subfolders (``path/<class>/*.jpg``, classes sorted by name, as
+    torchvision's ImageFolder), or directly in ``path`` (label 0), resized, centre-cropped
+    and normalised by ``mean`` / ``std`` (per channel, in [0, 1] pixel units)."""
+    from PIL import Image
+
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"image folder {root} does not exist")
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    files = ([(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
+              if f.suffix.lower() in exts] if classes else
+             [(f, 0) for f in sorted(root.iterdir()) if f.suffix.lower() in exts])
+    if limit is not None:
+        files = files[:limit]
+    if not files:
+        raise ValueError(f"image folder {root} holds no images ({', '.join(sorted(exts))})")
+    images = np.stack([resize_center_crop(np.asarray(Image.open(f).convert("RGB")), resize,
+                                          crop) for f, _ in files])
+    labels = np.asarray([i for _, i in files], np.int32)
+    return Dataset(f"folder:{root}", "test", images, labels, max(len(classes), 1),
+                   tuple(mean), tuple(std))
+
+
 def model_inputs(ds: Dataset) -> np.ndarray:
     """Float model inputs of a split: normalised pixels, or float images as they are."""
     if ds.mean is None:
@@ -180,11 +228,12 @@ def model_inputs(ds: Dataset) -> np.ndarray:
 
 
 def _source_to_numpy(source, start: int, stop: int, limit: int | None,
-                     image_key="image", label_key="label"):
+                     image_key="image", label_key="label", transform=None):
     if limit is not None:
         stop = min(stop, start + limit)
     records = source.__getitems__(list(range(start, stop)))
-    images = np.stack([np.asarray(r[image_key]) for r in records])
+    transform = transform or np.asarray
+    images = np.stack([transform(np.asarray(r[image_key])) for r in records])
     labels = np.asarray([int(r[label_key]) for r in records], np.int32)
     if images.ndim == 3:
         images = images[..., None]
@@ -233,6 +282,12 @@ def load(
     """
     if str(name).endswith(".npz"):
         return load_npz(name, split, limit)
+    if Path(str(name)).is_dir():
+        if split != "test":
+            raise ValueError(f"an image folder ({name}) holds one split: evaluate it as the "
+                             "test split and calibrate on it (or use an .npz with "
+                             "train_images)")
+        return load_image_folder(name, limit=limit)
     if name not in _STATS:
         raise ValueError(f"dataset must be one of {list(DATASETS)} or a .npz file, got "
                          f"{name!r}")
@@ -263,6 +318,8 @@ def load(
         tfds_split = "train"
     source = tfds.data_source(name, split=tfds_split, data_dir=str(data_dir))
     start, stop = split_range(name, split, len(source))
-    images, labels = _source_to_numpy(source, start, stop, limit)
+    # ImageNet images differ in size: the standard evaluation transform (256 -> 224).
+    transform = resize_center_crop if name == "imagenet2012" else None
+    images, labels = _source_to_numpy(source, start, stop, limit, transform=transform)
     num_classes = 1000 if name == "imagenet2012" else 10
     return Dataset(name, split, images, labels, num_classes, mean, std)
