@@ -137,13 +137,17 @@ def experiments_readme(results: Path) -> str:
                   for r in sens]
         parts.append("")
     if shapes:
-        parts += ["## ImageNet-shaped models (stand-in inputs, random weights)", "",
+        parts += ["## ImageNet-shaped topologies (ONNX import, random weights, real photos)", "",
+                  f"Inputs: {shapes[0]['input']}. The weights are random: energy and "
+                  "savings are those of untrained filters on real images (docs/onnx.md "
+                  "gives the command for pretrained files and ImageNet).", "",
                   "| model | static chip [uJ/img] | crossbars | tiles | area [mm^2] | "
-                  "latency [us/img] | ADC share | LZS saving (stand-in) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "latency [us/img] | ADC share | LZS saving | ReDy (c = 1) saving |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         parts += [f"| {r['model']} | {r['static_chip_uj_per_image']:.1f} | {r['crossbars']} | "
                   f"{r['tiles']} | {r['area_mm2']:.1f} | {r['latency_us_per_image']:.0f} | "
-                  f"{_pct(r['adc_share'])} | {_pct(r['lzs_saving_standin'])} |" for r in shapes]
+                  f"{_pct(r['adc_share'])} | {_pct(r['lzs_saving'])} | "
+                  f"{_pct(r['redy_saving'])} |" for r in shapes]
         parts.append("")
     parts += ["## Reproducing", "",
               "```bash",

@@ -15,7 +15,8 @@ interrupted run resumes):
 2. layers: per-layer chip energy and streamed bits of one model's chosen points.
 3. sensitivity: crossbar rows, bits per cell, ADC energy model (static vs ReDy on a
    test subset, ADC sized to stay exact).
-4. shapes: ImageNet-shaped zoo on the isaac preset (random weights, stand-in inputs).
+4. shapes: ImageNet-shaped topologies imported from ONNX (random weights) on real
+   photographs (scikit-image's bundled images, resized and cropped), isaac preset.
 5. readme: the generated tables of ``experiments/README.md`` and ``README.md``.
 
 ``--quick`` (smoke check, minutes): LeNet-5 only on small splits, reduced grids.
@@ -41,7 +42,7 @@ from redy_jax.cache import Cells, code_version, digest  # noqa: E402
 from redy_jax.checkpoint import shipped  # noqa: E402
 from redy_jax.files import atomic_write_json, write_csv  # noqa: E402
 from redy_jax.hw import get_preset  # noqa: E402
-from redy_jax.models import IMAGENET_MODELS, SMALL_MODELS, create_model  # noqa: E402
+from redy_jax.models import SMALL_MODELS  # noqa: E402
 from redy_jax.plots import plot_breakdown, plot_pareto_families, save_figure  # noqa: E402
 from redy_jax.study import setup  # noqa: E402
 
@@ -255,34 +256,65 @@ def sensitivity(cells: Cells, model: str, limit: int, grid: dict, out: Path) -> 
     return rows
 
 
-def shapes(cells: Cells, size: int, out: Path, names=None) -> list[dict]:
-    """ImageNet-shaped models on STAND-IN inputs (random weights, random images)."""
-    from redy_jax.policy import LeadingZeroSkip, Static
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+          "immunohistochemistry", "retina", "camera")
+"""Photographs bundled with scikit-image (no download), the stand-in ImageNet inputs."""
+
+
+def photos(size: int) -> np.ndarray:
+    """The bundled photographs resized (short side 256/224 x size) and centre-cropped to
+    ``size``, normalised with ImageNet's mean and std: NHWC float32."""
+    import skimage.data
+
+    from redy_jax.data.loaders import IMAGENET_MEAN, IMAGENET_STD, resize_center_crop
+
+    out = []
+    for name in PHOTOS:
+        im = np.asarray(getattr(skimage.data, name)())
+        if im.ndim == 2:
+            im = np.repeat(im[..., None], 3, -1)
+        out.append(resize_center_crop(im[..., :3], round(size * 256 / 224), size))
+    x = np.stack(out).astype(np.float32) / 255.0
+    return (x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+
+
+def shapes(cells: Cells, size: int, out: Path, names=None, width: float = 1.0) -> list[dict]:
+    """ImageNet-shaped topologies imported from ONNX (random weights) on real photographs:
+    static 8-bit chip energy, crossbars, latency; LZS and ReDy (thresholds 2^i / c, c = 1:
+    no labels here to choose them on) savings."""
+    import onnx_graphs
+
+    from redy_jax.onnx_import import from_onnx
+    from redy_jax.policy import LeadingZeroSkip, ReDy, Static
     from redy_jax.simulate import calibrate, evaluate
 
+    x = photos(size)
     rows = []
-    for name in names or IMAGENET_MODELS:
+    for name in names or onnx_graphs.ARCHITECTURES:
         def compute(name=name):
             spec = get_preset("isaac")
-            model = create_model(name)
-            x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
-            v = model.init(jax.random.PRNGKey(1), x[:1])
+            graph = onnx_graphs.ARCHITECTURES[name](size=size, width=width)
+            model, v = from_onnx(graph)
             cal = calibrate(model, v, x, spec, method="minmax")
             _, rs = evaluate(model, v, x, spec, Static(), calibration=cal)
             _, rl = evaluate(model, v, x, spec, LeadingZeroSkip(), calibration=cal)
+            thr = np.asarray([2.0, 4.0, 8.0, 16.0], np.float32)
+            _, rr = evaluate(model, v, x, spec, ReDy(thresholds=thr), calibration=cal)
             d = rs.to_dict()
-            return {"model": name, "input": f"{size}x{size}x3 stand-in (random N(0,1) "
-                    "images, random-init weights)",
-                    "static_chip_uj_per_image": d["chip_energy_pj_per_image"] / 1e6,
+            e0 = d["chip_energy_pj_per_image"]
+            return {"model": name, "input": f"{len(x)} photographs (scikit-image), "
+                    f"{size}x{size}x3, ImageNet normalisation; ONNX graph with random "
+                    f"weights (width x{width:g})",
+                    "static_chip_uj_per_image": e0 / 1e6,
                     "crossbars": d["crossbars"], "tiles": -(-d["crossbars"] // 96),
                     "area_mm2": d["area_mm2"], "cycles_per_image": d["cycles_per_image"],
                     "latency_us_per_image": d["latency_us_per_image"],
-                    "lzs_saving_standin": 1 - rl.chip_energy_pj_per_image()
-                    / d["chip_energy_pj_per_image"],
-                    "adc_share": d["breakdown_pj"]["adc"] / d["chip_energy_pj_per_image"]}
-        rows.append(cells.get(f"shapes/{name}_{size}", {"model": name, "size": size,
-                                                         "spec": digest(get_preset(
-                                                             "isaac").to_dict())}, compute))
+                    "lzs_saving": 1 - rl.chip_energy_pj_per_image() / e0,
+                    "redy_saving": 1 - rr.chip_energy_pj_per_image() / e0,
+                    "adc_share": d["breakdown_pj"]["adc"] / e0}
+        rows.append(cells.get(f"shapes/{name}_{size}_w{width:g}", {
+            "model": name, "size": size, "width": width, "photos": list(PHOTOS),
+            "spec": digest(get_preset("isaac").to_dict())}, compute))
     write_csv(out / "shapes.csv", rows)
     atomic_write_json(out / "shapes.json", rows)
     return rows
@@ -323,7 +355,8 @@ def main(argv=None):
         sensitivity(cells, sens_model, min(limit or 2000, 2000), grid, out)
     if "shapes" in args.sections:
         print("shapes", flush=True)
-        shapes(cells, args.shape_size or (64 if args.quick else 224), out, args.shape_models)
+        shapes(cells, args.shape_size or (64 if args.quick else 224), out, args.shape_models,
+               width=0.25 if args.quick else 1.0)
     atomic_write_json(out / "run.json", {
         "command": "python experiments/run_all.py" + (" --quick" if args.quick else ""),
         "models": models, "limit": limit, "seconds": round(time.time() - t0, 1),

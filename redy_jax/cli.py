@@ -152,7 +152,8 @@ ModelOpt = Annotated[str, typer.Option("--model", help="zoo model (lenet5, resne
 CkptOpt = Annotated[str | None, typer.Option(help="checkpoint .msgpack (default: shipped)")]
 DataOpt = Annotated[str | None, typer.Option(
     "--data", help="your own data: an .npz file with images, labels (the test split) and "
-                   "optionally train_images/train_labels, val_images/val_labels")]
+                   "optionally train_images/train_labels, val_images/val_labels; or a "
+                   "folder of images in class subfolders (resized, cropped, normalised)")]
 LimitOpt = Annotated[int | None, typer.Option(help="evaluate the first N test images")]
 CalibOpt = Annotated[int, typer.Option(help="training images used for calibration")]
 GranOpt = Annotated[str, typer.Option(help="ReDy/LZS group: window | channel")]
@@ -171,6 +172,13 @@ class RunOptions:
         "fashion_mnist"
     data: DataOpt = None
     limit: LimitOpt = None
+    resize: Annotated[int, typer.Option(help="image folder / imagenet2012: short side "
+                                             "resized to this [px]")] = 256
+    crop: Annotated[int, typer.Option(help="image folder / imagenet2012: centre crop [px]")] = 224
+    mean: Annotated[str, typer.Option(help="image folder / imagenet2012: per-channel mean "
+                                           "(in [0, 1] pixel units)")] = "0.485,0.456,0.406"
+    std: Annotated[str, typer.Option(help="image folder / imagenet2012: per-channel std")] = \
+        "0.229,0.224,0.225"
     batch_size: Annotated[int, typer.Option(help="images per jitted batch")] = 250
     preset: Annotated[str, typer.Option(help="hardware preset")] = "isaac"
     set_: Annotated[list[str] | None, typer.Option("--set", help="spec override: "
@@ -251,18 +259,37 @@ def _check_options(o: RunOptions, policies: list[str], option: str = "--policy")
     return loaded
 
 
+def _preprocess(o: RunOptions) -> dict:
+    _positive("--resize", o.resize)
+    _positive("--crop", o.crop)
+    if o.crop > o.resize:
+        _fail(f"--crop ({o.crop}) must be <= --resize ({o.resize})")
+    out = {"resize": o.resize, "crop": o.crop}
+    for name in ("mean", "std"):
+        try:
+            vals = tuple(float(v) for v in getattr(o, name).split(","))
+        except ValueError:
+            _fail(f"--{name} must be comma-separated numbers, got {getattr(o, name)!r}")
+        if not all(math.isfinite(v) for v in vals) or (name == "std" and min(vals) <= 0):
+            _fail(f"--{name} must be finite{' and > 0' if name == 'std' else ''}, got {vals}")
+        out[name] = vals
+    return out
+
+
 def _check_data(o: RunOptions) -> None:
     from redy_jax.data import DATASETS
 
+    _preprocess(o)
     if o.data is not None:
+        if Path(o.data).is_dir():
+            return
         if not Path(o.data).is_file():
             _fail(f"--data {o.data} does not exist")
         if not o.data.endswith(".npz"):
-            _fail(f"--data must be an .npz file, got {o.data}")
+            _fail(f"--data must be an .npz file or an image folder, got {o.data}")
         return
     if o.dataset not in DATASETS:
-        _fail(f"--dataset must be one of {list(DATASETS)}, got "
-                                 f"{o.dataset!r}")
+        _fail(f"--dataset must be one of {list(DATASETS)}, got {o.dataset!r}")
     if o.dataset in ("cifar10", "imagenet2012"):
         from redy_jax.data.loaders import DEFAULT_DATA_DIR
 
@@ -281,7 +308,7 @@ def _setup(o: RunOptions):
         # TFDS prints while it prepares a dataset: keep stdout for results (--json).
         with contextlib.redirect_stdout(sys.stderr):
             return setup(o.onnx or o.model, checkpoint=o.checkpoint,
-                         dataset=o.data or o.dataset,
+                         dataset=o.data or o.dataset, preprocess=_preprocess(o),
                          limit=o.limit, preset=o.preset, spec_overrides=_overrides(o.set_),
                          calib_images=o.calib_images)
     except (CheckpointError, FileNotFoundError, ValueError, TypeError) as e:

@@ -112,7 +112,7 @@ def load_model(model: str, checkpoint=None, input_shape=None):
 def setup(model_name: str, *, checkpoint=None, dataset: str = "fashion_mnist",
           limit: int | None = None, preset: str = "isaac", spec_overrides: dict | None = None,
           calib_images: int = 1000, calib_method: str = "best",
-          validation: bool = False) -> Setup:
+          validation: bool = False, preprocess: dict | None = None) -> Setup:
     """Loads the model, its checkpoint and data, and calibrates on the first
     ``calib_images`` images of the training split (never the test split);
     ``validation``: also load the validation split.
@@ -125,11 +125,11 @@ def setup(model_name: str, *, checkpoint=None, dataset: str = "fashion_mnist",
     one whose static 8-bit accuracy on those calibration images is highest, so the static
     baseline that savings are measured against is tuned for its own accuracy."""
     spec = get_preset(preset, **(spec_overrides or {}))
-    test = data.load(dataset, "test", limit=limit)
+    test = data.load(dataset, "test", limit=limit, preprocess=preprocess)
     try:
-        train = data.load(dataset, "train", limit=calib_images)
+        train = data.load(dataset, "train", limit=calib_images, preprocess=preprocess)
     except ValueError:
-        if not str(dataset).endswith(".npz"):
+        if not (str(dataset).endswith(".npz") or Path(str(dataset)).is_dir()):
             raise
         train = test._replace(split="test (no train_images in the file)")
         train = train._replace(images=train.images[:calib_images],

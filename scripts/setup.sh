@@ -10,9 +10,11 @@ if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
 fi
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-if ! .venv/bin/python -c "import redy_jax, pytest, hypothesis" 2>/dev/null \
+if ! .venv/bin/python -c "import redy_jax, pytest, hypothesis, onnxruntime" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+  # PYTHONWARNINGS: setuptools' editable-install notice is not for our users
+  PYTHONWARNINGS=ignore .venv/bin/pip install -q -e '.[test,onnx]'
+  .venv/bin/python -c "import redy_jax, onnxruntime"  # the install must have worked
   touch .venv/.installed
 fi

@@ -265,6 +265,7 @@ def load(
     split: str = "test",
     limit: int | None = None,
     data_dir: str | os.PathLike | None = None,
+    preprocess: dict | None = None,
 ) -> Dataset:
     """Loads a split into memory.
 
@@ -279,6 +280,8 @@ def load(
         (for imagenet2012, TFDS's official ``validation`` split).
       limit: keep the first ``limit`` examples.
       data_dir: TFDS data directory (default ``$REDY_DATA_DIR`` or ``~/.cache/redy_jax``).
+      preprocess: for an image folder or imagenet2012: ``resize``, ``crop``, ``mean``,
+        ``std`` (see :func:`load_image_folder`).
     """
     if str(name).endswith(".npz"):
         return load_npz(name, split, limit)
@@ -287,7 +290,7 @@ def load(
             raise ValueError(f"an image folder ({name}) holds one split: evaluate it as the "
                              "test split and calibrate on it (or use an .npz with "
                              "train_images)")
-        return load_image_folder(name, limit=limit)
+        return load_image_folder(name, limit=limit, **(preprocess or {}))
     if name not in _STATS:
         raise ValueError(f"dataset must be one of {list(DATASETS)} or a .npz file, got "
                          f"{name!r}")
@@ -319,7 +322,12 @@ def load(
     source = tfds.data_source(name, split=tfds_split, data_dir=str(data_dir))
     start, stop = split_range(name, split, len(source))
     # ImageNet images differ in size: the standard evaluation transform (256 -> 224).
-    transform = resize_center_crop if name == "imagenet2012" else None
+    pre = dict(preprocess or {})
+    transform = None
+    if name == "imagenet2012":
+        transform = lambda im: resize_center_crop(im, pre.get("resize", 256),  # noqa: E731
+                                                  pre.get("crop", 224))
+        mean, std = pre.get("mean", mean), pre.get("std", std)
     images, labels = _source_to_numpy(source, start, stop, limit, transform=transform)
     num_classes = 1000 if name == "imagenet2012" else 10
     return Dataset(name, split, images, labels, num_classes, mean, std)
