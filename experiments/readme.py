@@ -128,6 +128,17 @@ def experiments_readme(results: Path) -> str:
         parts += [f"![{m}](results/pareto_{m}.png)" for m in models]
         parts += ["", "![breakdown](results/breakdown.png)", ""]
         parts += ["## Reading the results", "", *_findings(h), ""]
+        layers = _load(results, "layers.json")
+        if layers:
+            parts += ["## Where per-group precision helps: layer by layer", "",
+                      "Whole-chip energy per image of each crossbar layer under the best "
+                      "static configuration and the best ReDy-family one (test split), the "
+                      "bits each streams per activation, and the share of ReDy's groups that "
+                      "drop LSBs (t > 0) or stream nothing (n = 0). The five layers with the "
+                      "largest difference either way:", ""]
+            for m in models:
+                parts += _layer_analysis(m, layers.get(m, {}), h["rows"])
+            parts.append("")
     if sens:
         parts += ["## Sensitivity to hardware parameters", "",
                   "| parameter | value | ADC bits | static chip [uJ] | ReDy chip [uJ] | saving |",
@@ -163,6 +174,32 @@ def experiments_readme(results: Path) -> str:
                   f"{(run.get('commit') or '?')[:10]}{' (dirty)' if run.get('dirty') else ''}.",
                   ""]
     return "\n".join(parts)
+
+
+def _layer_analysis(m: str, layers: dict, rows: list[dict]) -> list[str]:
+    import numpy as np
+
+    sb, rb = layers.get("static_best"), layers.get("redy_best")
+    if not sb or not rb:
+        return []
+    member = {r["policy"]: r["member"] for r in rows if r["model"] == m}
+    diffs = []
+    for p in rb:
+        es, er = sb[p]["chip_energy_pj_per_image"], rb[p]["chip_energy_pj_per_image"]
+        hist = np.asarray(rb[p]["nt_hist"], float)
+        groups = max(hist.sum(), 1.0)
+        diffs.append((es - er, p, es, er, sb[p]["mean_streamed_bits"],
+                      rb[p]["mean_streamed_bits"], hist[:, 1:].sum() / groups,
+                      hist[0].sum() / groups))
+    total = sum(d[0] for d in diffs)
+    out = [f"**{m}** ({member.get('static_best')} vs {member.get('redy_best')}; "
+           f"net {total / 1e6:+.4f} uJ/image in ReDy's favour):", "",
+           "| layer | static best [uJ] | ReDy best [uJ] | static bits | ReDy bits | "
+           "groups t > 0 | groups n = 0 |", "|---|---|---|---|---|---|---|"]
+    for d in sorted(diffs, key=lambda d: -abs(d[0]))[:5]:
+        out.append(f"| {d[1]} | {d[2] / 1e6:.4f} | {d[3] / 1e6:.4f} | {d[4]:.2f} | "
+                   f"{d[5]:.2f} | {_pct(d[6])} | {_pct(d[7])} |")
+    return [*out, ""]
 
 
 def _findings(h: dict) -> list[str]:

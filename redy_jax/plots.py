@@ -114,12 +114,14 @@ def plot_pareto_families(points: Sequence[dict], *, static8: dict, chosen: Seque
         ys = [100 * p["accuracy"] for p in pts]
         ax.plot(xs, ys, marker=marker, color=color, label=label, ms=5,
                 ls="-" if fam.endswith("_front") else "none", lw=0.8, alpha=0.85)
+    offsets = {"static8": (-10, -16), "static_best": (8, -14), "redy_best": (-20, 10)}
     for r in chosen:
-        if r["policy"] in ("static_best", "redy_best", "static8"):
+        if r["policy"] in offsets:
             x, y = r["chip_energy_pj_per_image"] / e0, 100 * r["accuracy"]
             ax.plot([x], [y], marker="o", ms=11, mfc="none", mec="k", mew=1.2)
-            ax.annotate(r["policy"], (x, y), textcoords="offset points", xytext=(6, -10),
-                        fontsize=7)
+            ax.annotate(r["policy"].replace("_", " "), (x, y), textcoords="offset points",
+                        xytext=offsets[r["policy"]], fontsize=7,
+                        arrowprops={"arrowstyle": "-", "lw": 0.5})
     ax.set_xlabel("whole-chip energy / static 8-bit")
     ax.set_ylabel("test accuracy [%]")
     ax.grid(alpha=0.3)

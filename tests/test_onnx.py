@@ -52,19 +52,39 @@ ARCH = {
 
 
 @pytest.mark.parametrize("arch", list(ARCH))
-def test_standard_topologies_equal_onnxruntime_and_simulate(arch):
-    model = og.ARCHITECTURES[arch](classes=10, batch=2, **ARCH[arch])
-    mod, v, x = _check(model)
+def test_standard_topologies_equal_onnxruntime(arch):
+    _check(og.ARCHITECTURES[arch](classes=10, batch=2, **ARCH[arch]))
+
+
+def _simulate_all_policies(arch):
+    """Static, LZS and ReDy on the whole imported model (exact ADC), and a per-layer mix
+    of the three whose exact results equal the faithful bit-plane model's."""
+    mod, v, x = _check(og.ARCHITECTURES[arch](classes=10, batch=2, **ARCH[arch]))
     spec = rj.isaac()
     cal = rj.calibrate(mod, v, x, spec)
     thr = jnp.array([2.0, 4.0, 8.0, 16.0])
-    for policy in (Static(), LeadingZeroSkip(), ReDy(thresholds=thr)):
-        le, re = rj.evaluate(mod, v, x, spec, policy, calibration=cal, mode="exact")
-        assert re.chip_energy_pj_per_image() > 0
-        if arch in ("resnet18", "mobilenetv2", "alexnet") or policy.name == "static":
-            lf, rf = rj.evaluate(mod, v, x, spec, policy, calibration=cal, mode="faithful")
-            np.testing.assert_array_equal(np.asarray(le), np.asarray(lf))
-            assert re.to_dict() == rf.to_dict()
+    policies = (Static(), LeadingZeroSkip(), ReDy(thresholds=thr))
+    energies = {}
+    for policy in policies:
+        _, r = rj.evaluate(mod, v, x, spec, policy, calibration=cal, mode="exact")
+        energies[policy.name] = r.chip_energy_pj_per_image()
+    assert energies["lzs"] < energies["static"]
+    mixed = rj.policy.PolicyMap.per_layer({p: policies[i % 3]
+                                           for i, p in enumerate(cal.layers)})
+    le, re = rj.evaluate(mod, v, x, spec, mixed, calibration=cal, mode="exact")
+    lf, rf = rj.evaluate(mod, v, x, spec, mixed, calibration=cal, mode="faithful")
+    np.testing.assert_array_equal(np.asarray(le), np.asarray(lf))
+    assert re.to_dict() == rf.to_dict()
+
+
+def test_an_imported_resnet18_runs_every_policy_exact_equal_to_faithful():
+    _simulate_all_policies("resnet18")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["resnet50", "mobilenetv2", "vgg16", "alexnet"])
+def test_imported_topologies_run_every_policy_exact_equal_to_faithful(arch):
+    _simulate_all_policies(arch)
 
 
 def _graph(nodes, inits, in_shape, out, opset=17, extra_inputs=()):
