@@ -33,6 +33,18 @@ from redy_jax.models import ResNet18, load_checkpoint
 from redy_jax.policy import Float, LeadingZeroSkip, PolicyMap, ReDy, Static, thresholds_from_scale
 from redy_jax.simulate import calibrate, simulate_fn
 from redy_jax.thresholds import read_thresholds, redy_policy_map
+from redy_jax.xbar.chunks import CHUNK_BYTES, l2_cache_bytes
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else platform.processor())."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def bench(model, variables, x, cal, policies: dict, repeats: int,
@@ -136,6 +148,8 @@ def main(argv=None):
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, "
                    f"{jax.device_count()} {jax.devices()[0].platform} device(s)",
+        "cpu_model": cpu_model(), "l2_cache_bytes": l2_cache_bytes(),
+        "chunk_bytes": dict(CHUNK_BYTES),
         "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
     }
     if args.out:
