@@ -84,13 +84,14 @@ def studies():
     out = {}
 
     def get(model, subset):
-        if model not in out:
+        if (model, subset) not in out:
             s = setup(model, limit=subset, calib_images=8, calib_method="minmax")
             cells = Cells(RESULTS / "cells" / model, log=None)
             cal = cells.load("calibrations")["result"]
             cals = {int(k): Calibration.from_dict(d) for k, d in cal.items()}
-            out[model] = Study(s, cells, RESULTS, cals, list(cals[8].layers), {}, (0, 0))
-        return out[model]
+            out[model, subset] = Study(s, cells, RESULTS, cals, list(cals[8].layers), {},
+                                       (0, 0))
+        return out[model, subset]
 
     return get
 
@@ -135,3 +136,20 @@ def test_readmes_are_generated_from_the_committed_json():
     assert (ROOT / "experiments" / "README.md").read_text() == readme.experiments_readme(RESULTS)
     block = readme.results_block(RESULTS)
     assert block and block in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not COMMITTED.exists(), reason="no committed results yet")
+@pytest.mark.parametrize("row", _committed_rows(), ids=lambda r: f"{r['model']}-{r['policy']}")
+def test_committed_headline_row_on_the_full_test_split(studies, row):
+    """The committed headline numbers themselves (full test split), recomputed."""
+    from redy_jax.simulate import evaluate_dataset
+
+    st = studies(row["model"], None)
+    cal, pm = st.build(row["config"])
+    r = evaluate_dataset(st.s.model, st.s.variables, st.s.test_images, st.s.test_labels,
+                         st.s.spec, pm, calibration=cal, progress=False)
+    assert r.images == row["images"] == 10000
+    assert r.accuracy == row["accuracy"]
+    assert r.report.chip_energy_pj_per_image() == pytest.approx(
+        row["chip_energy_pj_per_image"], rel=1e-12)
