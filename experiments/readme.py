@@ -127,8 +127,8 @@ def experiments_readme(results: Path) -> str:
                   "8-bit); the chosen points are circled.", ""]
         parts += [f"![{m}](results/pareto_{m}.png)" for m in models]
         parts += ["", "![breakdown](results/breakdown.png)", ""]
-        parts += ["## Reading the results", "", *_findings(h), ""]
         layers = _load(results, "layers.json")
+        parts += ["## Reading the results", "", *_findings(h, layers or {}), ""]
         if layers:
             parts += ["## Where per-group precision helps: layer by layer", "",
                       "Whole-chip energy per image of each crossbar layer under the best "
@@ -202,7 +202,20 @@ def _layer_analysis(m: str, layers: dict, rows: list[dict]) -> list[str]:
     return [*out, ""]
 
 
-def _findings(h: dict) -> list[str]:
+def _t_shares(layers: dict) -> tuple[float, float]:
+    """Shares of groups dropping no LSB and the most LSBs (t = 4) over a run's layers."""
+    import numpy as np
+
+    total = None
+    for d in layers.values():
+        h = np.asarray(d["nt_hist"], float).sum(axis=0)  # by t
+        total = h if total is None else total + h
+    if total is None or total.sum() == 0:
+        return 0.0, 0.0
+    return float(total[0] / total.sum()), float(total[4:].sum() / total.sum())
+
+
+def _findings(h: dict, layers: dict) -> list[str]:
     """Statements each computed from the rows (no hand-written numbers)."""
     rows = h["rows"]
     out = []
@@ -210,14 +223,23 @@ def _findings(h: dict) -> list[str]:
         get = lambda p, m=m: next(r for r in rows if r["model"] == m and r["policy"] == p)
         r, t, sb, lz = get("redy"), get("redy_tuned"), get("static_best"), get("lzs")
         gap = max(abs(x["validation_accuracy"] - x["accuracy"]) for x in rows if x["model"] == m)
+        same = abs(t["chip_energy_pj_per_image"] / r["chip_energy_pj_per_image"] - 1) < 1e-9
+        tuning = (" Tuning changed no decision: from the calibrated thresholds the "
+                  "relaxation's probabilities are saturated." if same else "")
+        like = ""
+        if layers.get(m, {}).get("redy"):
+            t0, t4 = _t_shares(layers[m]["redy"])
+            like = (f" Calibrated ReDy drops 4 LSBs on {_pct(t4)} of its groups and none on "
+                    f"{_pct(t0)}" + (": it behaves like static 4-bit with leading-zero "
+                                     "skipping." if t4 > 0.9 else "."))
         out.append(
             f"- {m}: ReDy calibrated {_pct(-r['saving_vs_static8'])} and tuned "
             f"{_pct(-t['saving_vs_static8'])} vs static 8-bit, against "
             f"{_pct(-lz['saving_vs_static8'])} for 8-bit + LZS and "
             f"{_pct(-sb['saving_vs_static8'])} for the best static configuration "
             f"({sb['member']}); tuned vs calibrated: {_pct(t['accuracy'] - r['accuracy'], 2)} "
-            f"test accuracy. Largest validation-test accuracy gap of a chosen point: "
-            f"{100 * gap:.2f} points.")
+            f"test accuracy.{tuning}{like} Largest validation-test accuracy gap of a chosen "
+            f"point: {100 * gap:.2f} points.")
     return out
 
 

@@ -169,3 +169,27 @@ def test_nan_weights_are_an_error_naming_the_parameter(user_net):
         evaluate(model, v, x, spec, Static(), calibration=cal)
     with pytest.raises(ValueError, match="params/conv/bias"):
         calibrate(model, v, x, spec)
+
+
+def test_every_entry_checks_its_inputs_before_any_cast(user_net):
+    """uint8 pixels (evaluate_dataset used to cast them and report 0.30 instead of 0.95),
+    an empty set, a preset function instead of a spec: each a clear error."""
+    import redy_jax as rj
+    from redy_jax.simulate import evaluate_dataset
+
+    model, variables, x, spec, cal = user_net
+    y = np.zeros(len(x), np.int64)
+    pixels = np.clip(x * 50 + 128, 0, 255).astype(np.uint8)
+    with pytest.raises(ValueError, match="float model inputs"):
+        evaluate_dataset(model, variables, pixels, y, spec, Static(), calibration=cal,
+                         progress=False)
+    with pytest.raises(ValueError, match="non-empty batch"):
+        evaluate_dataset(model, variables, x[:0], y[:0], spec, Static(), calibration=cal,
+                         progress=False)
+    with pytest.raises(TypeError, match=r"a preset function: call it, e.g. redy_jax.isaac\(\)"):
+        evaluate(model, variables, x, rj.isaac, Static(), calibration=cal)
+    with pytest.raises(TypeError, match=r"get_preset\('isaac'\)"):
+        calibrate(model, variables, x, "isaac")
+    with pytest.raises(ValueError, match="differ in length"):
+        evaluate_dataset(model, variables, x, y[:3], spec, Static(), calibration=cal,
+                         progress=False)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redy_jax.energy import chip_energy_pj
@@ -182,6 +182,7 @@ def test_lossless_redy_reproduces_static_outputs(problem):
     assert cl["adc_conversions"] <= cs["adc_conversions"]
 
 
+@settings(max_examples=30, deadline=None)
 @given(windows(), st.sampled_from(["window", "channel"]))
 def test_redy_never_streams_more_planes_than_leading_zero_skipping(problem, granularity):
     """Per group, whatever the thresholds: a shift never needs more bits than the codes
@@ -198,6 +199,7 @@ def test_redy_never_streams_more_planes_than_leading_zero_skipping(problem, gran
         assert int(lzs.planes[0].max()) == 0 and int(redy.planes[0].max()) == 0
 
 
+@settings(max_examples=30, deadline=None)
 @given(windows(), st.sampled_from(["window", "channel"]))
 def test_redy_with_infinite_thresholds_is_leading_zero_skipping_bit_for_bit(problem,
                                                                             granularity):
