@@ -28,7 +28,10 @@ LABELS = {
 
 
 def _pct(v, digits=1):
-    return "-" if v is None else f"{100 * v:.{digits}f}%"
+    if v is None:
+        return "-"
+    s = f"{100 * v:.{digits}f}"
+    return ("0." + "0" * digits if s.lstrip("-") == "0." + "0" * digits else s) + "%"
 
 
 def _load(results: Path, name: str):
@@ -86,9 +89,24 @@ def comparison(rows: list[dict], budget: float) -> str:
             f"{100 * budget:.1f} points of validation accuracy below static 8-bit), the best "
             f"ReDy-family policy beats the best static-family policy (uniform or per-layer "
             f"bit widths, with or without leading-zero skipping) on {wins} of {len(models)} "
-            f"models; on average it uses {100 * mean:+.1f}% whole-chip energy relative to "
-            f"it (negative: less). ")
+            f"models at equal or higher test accuracy (within 0.1 point); on average its "
+            f"whole-chip energy is {_pct(-mean)} relative to the best static one "
+            f"(negative: less). ")
     return head + "; ".join(parts) + "."
+
+
+def coverage(rows: list[dict]) -> str:
+    """Which shipped models the committed study covers (empty when all)."""
+    shipped = sorted(p.name.removesuffix("_fashion_mnist.msgpack")
+                     for p in (ROOT / "checkpoints").glob("*_fashion_mnist.msgpack"))
+    done = set(r["model"] for r in rows)
+    missing = [m for m in shipped if m not in done]
+    if not missing:
+        return ""
+    return (f"This run covers {len(done)} of the {len(shipped)} shipped models; "
+            f"{', '.join(missing)} not yet (`python experiments/run_all.py --models "
+            f"{' '.join(missing)} --sections study`, then `python experiments/run_all.py`). "
+            f"Averages are over the covered models only.")
 
 
 def results_block(results: Path) -> str:
@@ -101,6 +119,8 @@ def results_block(results: Path) -> str:
              f"the validation split ({', '.join(models)}; details and per-model rows in "
              f"[experiments/README.md](experiments/README.md)):", "",
              average_table(h["average"]) if h["average"] else headline_table(h["rows"])]
+    if coverage(h["rows"]):
+        lines += ["", coverage(h["rows"])]
     return "\n".join(lines)
 
 
@@ -112,7 +132,10 @@ def experiments_readme(results: Path) -> str:
     parts = ["# Experiments", ""]
     if h is not None:
         models = list(dict.fromkeys(r["model"] for r in h["rows"]))
-        parts += [comparison(h["rows"], h["budget"]), "",
+        parts += [comparison(h["rows"], h["budget"]), ""]
+        if coverage(h["rows"]):
+            parts += [coverage(h["rows"]), ""]
+        parts += [
                   "## Headline (test split, chosen on validation)", "",
                   f"Protocol: {h['protocol']}. Energy is per image, whole chip (crossbar "
                   "IMAs, ReDy/LZS units, metadata, digital corrections, and ISAAC's tile- and "

@@ -108,7 +108,7 @@ def model_study(m: str, out: Path, *, quick: bool, limit: int | None):
         "redy_best": study.best_within_budget(redy["members"], ref),
     }
     if not quick:
-        _ship_thresholds(m, chosen, redy["members"])
+        _ship_thresholds(m, chosen, redy["members"], st.settings["checkpoint_sha256"])
     print(f"{m}: test split", flush=True)
     e8 = st.evaluate(chosen["static8"]["config"], "test", limit=limit)
     best = st.evaluate(chosen["static_best"]["config"], "test", limit=limit)
@@ -139,9 +139,10 @@ def model_study(m: str, out: Path, *, quick: bool, limit: int | None):
     return rows, points, fulls, static, redy
 
 
-def _ship_thresholds(m: str, chosen: dict, members: list[dict]) -> None:
+def _ship_thresholds(m: str, chosen: dict, members: list[dict], checkpoint_sha256: str) -> None:
     """The study's threshold sets become the shipped defaults: calibrated (window,
-    channel) and tuned (the lambda chosen on validation)."""
+    channel) and tuned (the lambda chosen on validation), each naming the checkpoint it
+    was calibrated for (loading them for other weights is an error)."""
     from redy_jax.study import default_thresholds_path
     from redy_jax.thresholds import write_thresholds
 
@@ -152,7 +153,8 @@ def _ship_thresholds(m: str, chosen: dict, members: list[dict]) -> None:
             continue
         t = member["thresholds"]
         prov = {**t.get("provenance", {}), "chosen_on": "validation",
-                "member": member["name"], "routine": "experiments/run_all.py"}
+                "member": member["name"], "routine": "experiments/run_all.py",
+                "checkpoint_sha256": checkpoint_sha256}
         write_thresholds(default_thresholds_path(m, kind), t["layers"], t["config"], prov)
 
 

@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from redy_jax import data
-from redy_jax.checkpoint import CHECKPOINT_DIR
+from redy_jax.cache import file_sha256
+from redy_jax.checkpoint import CHECKPOINT_DIR, shipped
 from redy_jax.hw.presets import get_preset
 from redy_jax.hw.spec import HardwareSpec
 from redy_jax.models import load_checkpoint
@@ -68,6 +69,9 @@ class Setup:
     """Their int labels."""
     calib_labels: np.ndarray | None = None
     """Labels of ``calib_images``."""
+    checkpoint_sha256: str | None = None
+    """SHA-256 of the checkpoint file the variables came from (None: an ONNX graph or no
+    file); shipped threshold files record the checkpoint they were calibrated for."""
 
 
 def load_model(model: str, checkpoint=None, input_shape=None):
@@ -142,12 +146,36 @@ def setup(model_name: str, *, checkpoint=None, dataset: str = "fashion_mnist",
     else:
         cal = calibrate(model, variables, x_cal, spec, method=calib_method)
     s = Setup(model_name, model, variables, record, spec, x_test, test.labels, cal, x_cal,
-              dataset, calib_labels=train.labels)
+              dataset, calib_labels=train.labels,
+              checkpoint_sha256=_checkpoint_sha256(model_name, checkpoint))
     if validation:
         val = data.load(dataset, "validation")
         s.val_images = data.model_inputs(val)
         s.val_labels = val.labels
     return s
+
+
+def _checkpoint_sha256(model_name: str, checkpoint) -> str | None:
+    if checkpoint is not None:
+        return file_sha256(checkpoint)
+    if str(model_name).endswith(".onnx") or ":" in str(model_name):
+        return None
+    path = shipped(model_name)
+    return file_sha256(path) if path.exists() else None
+
+
+def check_thresholds_match(s: Setup, thresholds: ThresholdSet, path) -> ThresholdSet:
+    """``thresholds`` unchanged, if they were calibrated for the checkpoint ``s`` runs;
+    a ``ValueError`` naming both fingerprints otherwise (thresholds calibrated for other
+    weights give a valid-looking but uncalibrated result)."""
+    want = (thresholds.get("provenance") or {}).get("checkpoint_sha256")
+    if want is not None and s.checkpoint_sha256 is not None and want != s.checkpoint_sha256:
+        raise ValueError(
+            f"thresholds file {path} was calibrated for checkpoint sha256 {want[:12]}..., but "
+            f"{s.model_name} runs checkpoint sha256 {s.checkpoint_sha256[:12]}...: recalibrate "
+            f"(python experiments/run_all.py --models {s.model_name} --sections study, or "
+            f"`redy tune`) or pass --thresholds FILE")
+    return thresholds
 
 
 def _best_calibration(model, variables, x, y, spec, bits: int | None = None) -> Calibration:
@@ -209,6 +237,7 @@ def load_thresholds(s: Setup, path: str | None, tuned: bool) -> ThresholdSet | N
         raise ValueError("give --thresholds FILE or --tuned, not both")
     if tuned:
         path = shipped_thresholds(s.model_name)
+        return check_thresholds_match(s, read_thresholds(path), path)
     return None if path is None else read_thresholds(path)
 
 
@@ -216,7 +245,7 @@ def default_thresholds(s: Setup, granularity: str) -> ThresholdSet:
     """The shipped calibrated thresholds of ``s``'s model, else calibrated now."""
     path = default_thresholds_path(s.model_name, granularity)
     if path.exists():
-        return read_thresholds(path)
+        return check_thresholds_match(s, read_thresholds(path), path)
     return calibrate_setup_thresholds(s, granularity=granularity)
 
 
@@ -283,6 +312,5 @@ def run_policy(s: Setup, policy_name: str, *, policy=None, batch_size: int = 250
 
 
 __all__ = ["POLICY_NAMES", "Setup", "calibrate_setup_thresholds", "calibrations",
-           "default_thresholds",
-           "default_thresholds_path", "load_thresholds", "make_policy", "run_policy",
-           "setup", "shipped_thresholds"]
+           "check_thresholds_match", "default_thresholds", "default_thresholds_path",
+           "load_thresholds", "make_policy", "run_policy", "setup", "shipped_thresholds"]

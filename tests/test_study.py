@@ -19,6 +19,39 @@ def test_every_small_model_is_shipped_with_its_thresholds():
 
 
 @pytest.mark.parametrize("model", SHIPPED)
+@pytest.mark.parametrize("kind", ["window", "channel", "tuned"])
+def test_shipped_thresholds_name_the_shipped_checkpoint(model, kind):
+    """Each shipped threshold file was calibrated (by the study) for the checkpoint beside
+    it: its provenance names that checkpoint's SHA-256."""
+    import json
+
+    from redy_jax.cache import file_sha256
+
+    t = json.loads(shipped(model).with_suffix(f".redy_{kind}.json").read_text())
+    assert t["provenance"].get("checkpoint_sha256") == file_sha256(shipped(model))
+    assert t["provenance"].get("chosen_on") == "validation"
+
+
+def test_thresholds_of_other_weights_are_an_error():
+    """Thresholds calibrated for another checkpoint would give a valid-looking but
+    uncalibrated result: loading them names both fingerprints."""
+    from types import SimpleNamespace
+
+    from redy_jax.study import check_thresholds_match
+
+    t = {"layers": {"conv": [1.0]}, "provenance": {"checkpoint_sha256": "a" * 64}}
+    ok = SimpleNamespace(model_name="m", checkpoint_sha256="a" * 64)
+    assert check_thresholds_match(ok, t, "f.json") is t
+    other = SimpleNamespace(model_name="m", checkpoint_sha256="b" * 64)
+    with pytest.raises(ValueError, match=r"f\.json.*aaaaaaaaaaaa.*bbbbbbbbbbbb"):
+        check_thresholds_match(other, t, "f.json")
+    # a user's file without a fingerprint, or a model without a checkpoint file, passes
+    assert check_thresholds_match(other, {"layers": {"conv": [1.0]}}, "f.json")
+    assert check_thresholds_match(SimpleNamespace(model_name="m", checkpoint_sha256=None),
+                                  t, "f.json") is t
+
+
+@pytest.mark.parametrize("model", SHIPPED)
 def test_static_8bit_tracks_float_on_a_subset(model):
     s = setup(model, limit=500, calib_images=500)
     f = run_policy(s, "float", progress=False)

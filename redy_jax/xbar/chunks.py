@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+
 def l2_cache_bytes(default: int = 512 * 1024) -> int:
     """The CPU's per-core L2 cache size [bytes], from the OS (Linux sysfs, then
     ``sysconf``); ``default`` when neither says."""
