@@ -63,20 +63,33 @@ def per_chunk(count: int, bytes_each: int) -> int:
     return max(1, min(count, budget // max(1, bytes_each)))
 
 
-def map_image_chunks(fn, xs, chunk: int):
+def map_image_chunks(fn, xs, chunk: int, *, pad: bool = False):
     """Applies ``fn`` to the batch (leading axis of every leaf of ``xs``) in chunks of
-    ``chunk`` images (``lax.map``; a remainder chunk runs once more) and stitches the
-    results ``(per-image outputs, per-image counts or None, histogram or None)``:
-    outputs and counts concatenate, histograms add."""
+    at most ``chunk`` images (``lax.map``) and stitches the results ``(per-image
+    outputs, per-image counts or None, histogram or None)``: outputs and counts
+    concatenate, histograms add.
+
+    The chunks are balanced (250 images at most 26 a chunk: 10 chunks of 25), so ``fn``
+    is traced and compiled once whenever the batch divides evenly. Otherwise the
+    remainder either runs through ``fn`` once more (a second compiled copy), or, with
+    ``pad`` (only for an ``fn`` that returns no counts or histogram, whose padded
+    images' outputs are simply dropped), is padded with zero images to a full chunk."""
     b = jax.tree_util.tree_leaves(xs)[0].shape[0]
     if chunk >= b:
         return fn(xs)
+    chunk = -(-b // -(-b // chunk))  # balanced: ceil(b / number of chunks)
     n, rem = divmod(b, chunk)
     tmap = jax.tree_util.tree_map
+    if rem and pad:
+        n, rem = n + 1, 0
+        xs = tmap(lambda a: jnp.pad(a, ((0, n * chunk - b),) + ((0, 0),) * (a.ndim - 1)),
+                  xs)
     head = tmap(lambda a: a[:n * chunk].reshape(n, chunk, *a.shape[1:]), xs)
     y, counts, hist = lax.map(fn, head)
+    if pad and (counts is not None or hist is not None):
+        raise ValueError("map_image_chunks(pad=True) needs an fn without counts or histogram")
     flat = lambda a: a.reshape(n * chunk, *a.shape[2:])
-    y, counts = flat(y), tmap(flat, counts)
+    y, counts = flat(y)[:b], tmap(flat, counts)
     hist = None if hist is None else hist.sum(axis=0)
     if rem:
         y2, c2, h2 = fn(tmap(lambda a: a[n * chunk:], xs))

@@ -84,7 +84,7 @@ def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Con
     rows = per_chunk(out_hw[0], row_bytes)
     if rows >= out_hw[0]:  # whole images per chunk
         chunk = per_chunk(b, out_hw[0] * row_bytes)
-        return map_image_chunks(chunk_fn, (xs, *aff), chunk)[0]
+        return map_image_chunks(chunk_fn, (xs, *aff), chunk, pad=True)[0]
     return map_row_blocks(chunk_fn, xs, aff, rows, out_hw[0],
                           (kh - 1) * shape.dilation[0] + 1, shape.strides[0])
 

@@ -102,8 +102,8 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chu
     and dilated convs, sign-bit (two's complement) streaming with a stride, and a layer
     wide enough (K = 576) that the exact float32 product splits its weights; chunked by
     blocks of output rows (with a padded last block: 8 or 5 rows in blocks of 3) or by
-    images (3 images: a chunk of 2 and a remainder of 1). Outputs and counts equal the
-    faithful bit-plane path's."""
+    images (3 images: chunks of 2, the last padded with a zero image). Outputs and counts
+    equal the faithful bit-plane path's."""
     spec = isaac()
     kw = dict(padding="SAME")
     if case == "grouped_dilated":
