@@ -11,6 +11,7 @@ import pytest
 
 import redy_jax as rj
 from redy_jax.policy import PolicyMap, ReDy, Static
+from tests.nets import TinyCNN
 
 
 class Shared(nn.Module):
@@ -150,17 +151,9 @@ def test_thresholds_naming_no_layer_are_an_error():
         ReDy(thresholds=list(range(1, 9)))
 
 
-class Net(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(6, (3, 3), padding="SAME", name="c1")(x))
-        x = nn.relu(nn.Conv(6, (3, 3), padding="SAME", name="c2")(x))
-        return nn.Dense(4, name="fc")(x.mean(axis=(1, 2)))
-
-
 @pytest.fixture(scope="module")
 def net():
-    model = Net()
+    model = TinyCNN(features=6, classes=4)
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (16, 8, 8, 1)), np.float32)
     y = np.arange(16) % 4
     v = model.init(jax.random.PRNGKey(1), x)

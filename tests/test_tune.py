@@ -1,6 +1,5 @@
 """Differentiable threshold tuning: gradient check, loss decrease, exact resume."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,19 +10,12 @@ from redy_jax.hw import isaac
 from redy_jax.policy import PolicyMap, ReDy, Static
 from redy_jax.simulate import calibrate, simulate_fn
 from redy_jax.tune import TuneConfig, tune_setup, tune_thresholds
-
-
-class Small(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(8, (3, 3), padding="SAME", name="c1")(x))
-        x = nn.relu(nn.Conv(8, (3, 3), padding="SAME", name="c2")(x))
-        return nn.Dense(10, name="fc")(x.mean(axis=(1, 2)))
+from tests.nets import TinyCNN
 
 
 @pytest.fixture(scope="module")
 def small():
-    model = Small()
+    model = TinyCNN(features=8, classes=10)
     x = jax.random.normal(jax.random.PRNGKey(0), (64, 10, 10, 1))
     v = model.init(jax.random.PRNGKey(1), x)
     spec = isaac()
