@@ -19,6 +19,10 @@ interrupted run resumes):
    photographs (scikit-image's bundled images, resized and cropped), isaac preset.
 5. readme: the generated tables of ``experiments/README.md`` and ``README.md``.
 
+``--sections thresholds`` runs only the part of the study that makes a model's shipped
+threshold sets (ReDy calibrated on validation, tuned with lambda chosen on validation):
+the same cells, without the searches, for a checkpoint whose full study is pending.
+
 ``--quick`` (smoke check, minutes): LeNet-5 only on small splits, reduced grids.
 """
 
@@ -108,7 +112,7 @@ def model_study(m: str, out: Path, *, quick: bool, limit: int | None):
         "redy_best": study.best_within_budget(redy["members"], ref),
     }
     if not quick:
-        _ship_thresholds(m, chosen, redy["members"], st.settings["checkpoint_sha256"])
+        ship_thresholds(st, redy["members"], ref)
     print(f"{m}: test split", flush=True)
     e8 = st.evaluate(chosen["static8"]["config"], "test", limit=limit)
     best = st.evaluate(chosen["static_best"]["config"], "test", limit=limit)
@@ -139,23 +143,31 @@ def model_study(m: str, out: Path, *, quick: bool, limit: int | None):
     return rows, points, fulls, static, redy
 
 
-def _ship_thresholds(m: str, chosen: dict, members: list[dict], checkpoint_sha256: str) -> None:
+def ship_thresholds(st, members: list[dict], reference: float) -> None:
     """The study's threshold sets become the shipped defaults: calibrated (window,
     channel) and tuned (the lambda chosen on validation), each naming the checkpoint it
     was calibrated for (loading them for other weights is an error)."""
     from redy_jax.study import default_thresholds_path
     from redy_jax.thresholds import write_thresholds
 
-    sets = {"window": chosen["redy"], "tuned": chosen["redy_tuned"],
-            "channel": next((x for x in members if x["name"] == "redy_channel"), None)}
-    for kind, member in sets.items():
+    for kind, member in study.shipped_members(members, reference).items():
         if member is None:
             continue
         t = member["thresholds"]
         prov = {**t.get("provenance", {}), "chosen_on": "validation",
                 "member": member["name"], "routine": "experiments/run_all.py",
-                "checkpoint_sha256": checkpoint_sha256}
-        write_thresholds(default_thresholds_path(m, kind), t["layers"], t["config"], prov)
+                "checkpoint_sha256": st.settings["checkpoint_sha256"]}
+        write_thresholds(default_thresholds_path(st.s.model_name, kind), t["layers"],
+                         t["config"], prov)
+
+
+def thresholds_only(m: str, out: Path) -> None:
+    """Only the study's shipped threshold sets of model ``m`` (calibrated, tuned, lambda
+    chosen on validation): the cells the full study starts from, without its searches."""
+    s = setup(m, validation=True, calib_images=1000, limit=1)
+    st = study.start(s, out)
+    print(f"{m}: shipped thresholds", flush=True)
+    ship_thresholds(st, study.redy_thresholds(st), study.reference_accuracy(st))
 
 
 def _subsample(front, n):
@@ -334,7 +346,9 @@ def main(argv=None):
     p.add_argument("--shape-size", type=int, default=None,
                    help="input size of the shape study (default 224; --quick: 64)")
     p.add_argument("--sections", nargs="+",
-                   default=["study", "sensitivity", "shapes", "readme"])
+                   choices=["thresholds", "study", "sensitivity", "shapes", "readme"],
+                   default=["study", "sensitivity", "shapes", "readme"],
+                   help="thresholds: only the shipped threshold sets (a subset of study)")
     args = p.parse_args(argv)
     out = Path(args.out or ("experiments/results_quick" if args.quick else "experiments/results"))
     out.mkdir(parents=True, exist_ok=True)
@@ -346,6 +360,9 @@ def main(argv=None):
             p.error(f"--models: {m!r} is not a shipped model ({shipped_models})")
     limit = args.limit or (200 if args.quick else None)
     t0 = time.time()
+    if "thresholds" in args.sections:
+        for m in models:
+            thresholds_only(m, out)
     if "study" in args.sections:
         headline(models, out, quick=args.quick, limit=limit)
     if "sensitivity" in args.sections:

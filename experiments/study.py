@@ -169,7 +169,7 @@ def static_family(st: Study) -> dict[str, Any]:
     validation; the searched fronts and every member's configuration."""
     bits = sorted(st.cals, reverse=True)
     static, lzs = {"kind": "static"}, {"kind": "lzs", "granularity": "window"}
-    ref = st.val(st.uniform(8, static))["accuracy"]
+    ref = reference_accuracy(st)
     members = []
     for k in bits:
         for name, pol in ((f"static{k}", static), (f"static{k}_lzs", lzs)):
@@ -205,10 +205,16 @@ def redy_config(st: Study, thresholds: dict, *, bits: dict | None = None) -> dic
     return {"bits": dict(bits) if bits else dict.fromkeys(st.layers, 8), "policies": policies}
 
 
-def redy_family(st: Study, static: dict) -> dict[str, Any]:
-    """ReDy as read from the paper (calibrated on validation; tuned on training images,
-    lambda on validation) and its variants."""
-    ref = static["reference_accuracy"]
+def reference_accuracy(st: Study) -> float:
+    """Static 8-bit's validation accuracy: the budget's reference."""
+    return st.val(st.uniform(8, {"kind": "static"}))["accuracy"]
+
+
+def redy_thresholds(st: Study) -> list[dict]:
+    """ReDy as read from the paper: thresholds calibrated on validation (window and
+    channel groups) and tuned on training images, one member per lambda. These are the
+    threshold sets the models ship (:func:`shipped_members`); the same cells serve the
+    full study."""
     s = st.s
     members = []
     # 1. calibrated thresholds (std, window), the budget on validation
@@ -246,26 +252,7 @@ def redy_family(st: Study, static: dict) -> dict[str, Any]:
                       "lambda": lam, "config": cfg, "validation": st.val(cfg),
                       "thresholds": res})
     members += tuned
-    # 3. variants: ReDy per layer on top of the best static mixed+LZS base
-    base_bits = static["fronts"]["static_mixed_lzs"]["config"]["bits"]
-    options, base = {}, {}
-    for p in st.layers:
-        k = base_bits[p]
-        no_drop = ReDy(thresholds=np.full(4, NO_DROP, np.float32)).to_dict()
-        base[p] = ("c0", k, no_drop)
-        options[p] = [(f"c{c:g}", k, ReDy(thresholds=threshold_set(
-            [p], c, 4, "window")["layers"][p]).to_dict()) for c in C_GRID]
-    r = st.search("redy_on_mixed", options, base, ref)
-    members.append({"name": "redy_on_mixed", "family": "redy_on_mixed", "config": r["config"],
-                    "validation": st.val(r["config"]), "front": r["front"]})
-    # 4. variants: block floating point (max statistic), uniform mantissa width
-    for n0 in ((4,) if st.quick else N0_GRID):
-        thr = [2.0 ** (n0 + i) - 0.5 for i in range(8 - n0)]
-        pol = ReDy(thresholds=np.asarray(thr, np.float32), statistic="max").to_dict()
-        cfg = st.uniform(8, pol)
-        members.append({"name": f"redy_max_n{n0}", "family": "redy_max", "config": cfg,
-                        "validation": st.val(cfg)})
-    # 5. variants: channel groups, calibrated the same way
+    # 3. channel groups, calibrated the same way
     if not st.quick:
         ch = st.cells.get("thresholds/calibrated_channel", {
             **st.settings, "routine": "calibrate_thresholds", "target_loss": BUDGET,
@@ -277,6 +264,40 @@ def redy_family(st: Study, static: dict) -> dict[str, Any]:
         cfg = redy_config(st, ch)
         members.append({"name": "redy_channel", "family": "redy_channel", "config": cfg,
                         "validation": st.val(cfg), "thresholds": ch})
+    return members
+
+
+def shipped_members(members: list[dict], reference: float) -> dict[str, dict | None]:
+    """The threshold sets a model ships, chosen on validation: calibrated window and
+    channel groups, and the tuned set of the lambda rule (:func:`chosen_tuned`)."""
+    by = {m["name"]: m for m in members}
+    return {"window": by["redy"], "tuned": chosen_tuned(members, reference),
+            "channel": by.get("redy_channel")}
+
+
+def redy_family(st: Study, static: dict) -> dict[str, Any]:
+    """ReDy as read from the paper (:func:`redy_thresholds`) and its variants."""
+    ref = static["reference_accuracy"]
+    members = redy_thresholds(st)
+    # variants: ReDy per layer on top of the best static mixed+LZS base
+    base_bits = static["fronts"]["static_mixed_lzs"]["config"]["bits"]
+    options, base = {}, {}
+    for p in st.layers:
+        k = base_bits[p]
+        no_drop = ReDy(thresholds=np.full(4, NO_DROP, np.float32)).to_dict()
+        base[p] = ("c0", k, no_drop)
+        options[p] = [(f"c{c:g}", k, ReDy(thresholds=threshold_set(
+            [p], c, 4, "window")["layers"][p]).to_dict()) for c in C_GRID]
+    r = st.search("redy_on_mixed", options, base, ref)
+    members.append({"name": "redy_on_mixed", "family": "redy_on_mixed", "config": r["config"],
+                    "validation": st.val(r["config"]), "front": r["front"]})
+    # variants: block floating point (max statistic), uniform mantissa width
+    for n0 in ((4,) if st.quick else N0_GRID):
+        thr = [2.0 ** (n0 + i) - 0.5 for i in range(8 - n0)]
+        pol = ReDy(thresholds=np.asarray(thr, np.float32), statistic="max").to_dict()
+        cfg = st.uniform(8, pol)
+        members.append({"name": f"redy_max_n{n0}", "family": "redy_max", "config": cfg,
+                        "validation": st.val(cfg)})
     return {"members": members}
 
 
@@ -297,5 +318,6 @@ def thresholds_sha(member: dict) -> str | None:
     return None if t is None else digest(t["layers"])
 
 
-__all__ = ["BUDGET", "SUBSET", "Study", "best_within_budget", "chosen_tuned", "redy_family",
-           "start", "static_family"]
+__all__ = ["BUDGET", "SUBSET", "Study", "best_within_budget", "chosen_tuned",
+           "reference_accuracy", "redy_family", "redy_thresholds", "shipped_members", "start",
+           "static_family"]
