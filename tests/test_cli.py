@@ -132,6 +132,25 @@ def test_a_nan_weight_with_a_valid_checksum_is_refused_by_path(tmp_path):
     assert "params/conv2/kernel holds 1 NaN/inf" in r.stderr
 
 
+def test_shipped_thresholds_for_other_weights_are_refused(tmp_path):
+    """ReDy with a checkpoint other than the one its shipped thresholds were calibrated
+    for: an error naming the thresholds file, not an uncalibrated result."""
+    import jax.numpy as jnp
+
+    from redy_jax import checkpoint
+    from redy_jax.models import load_checkpoint
+
+    _, v, _ = load_checkpoint("lenet5")
+    params = dict(v["params"])
+    params["fc3"] = {**params["fc3"], "bias": jnp.asarray(params["fc3"]["bias"]) + 0.01}
+    path = checkpoint.save(tmp_path / "other", {"params": params, "batch_stats": {}},
+                           {"model": "lenet5"})
+    r = _redy("evaluate", "--model", "lenet5", "--checkpoint", str(path), "--limit", "20",
+              "--calib-images", "20", "--policy", "redy")
+    assert r.returncode == 2, r.stderr
+    assert "lenet5_fashion_mnist.redy_window.json was calibrated for checkpoint" in r.stderr
+
+
 USER_MODEL = '''
 import flax.linen as nn
 
