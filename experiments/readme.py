@@ -192,11 +192,26 @@ def experiments_readme(results: Path) -> str:
               "python experiments/readme.py             # this file from the JSON",
               "```", ""]
     if run:
-        parts += [f"Last run: `{run.get('command')}`, {run.get('seconds', 0) / 60:.0f} min on "
-                  f"{run.get('machine')}, jax {run.get('jax')}, {run.get('date')}, commit "
-                  f"{(run.get('commit') or '?')[:10]}{' (dirty)' if run.get('dirty') else ''}.",
-                  ""]
+        covered = list(dict.fromkeys(r["model"] for r in h["rows"])) if h else []
+        n, hours = _cell_compute(results, covered)
+        parts += [f"Last regeneration: `{run.get('command')}`, {run.get('seconds', 0) / 60:.0f} "
+                  f"min (finished cells reused) on {run.get('machine')}, jax {run.get('jax')}, "
+                  f"{run.get('date')}, commit {(run.get('commit') or '?')[:10]}"
+                  f"{' (dirty)' if run.get('dirty') else ''}. The {n} result cells took "
+                  f"{hours:.1f} h of compute when they were made (each records its commit, "
+                  "date and seconds).", ""]
     return "\n".join(parts)
+
+
+def _cell_compute(results: Path, models: list[str]) -> tuple[int, float]:
+    """How many result cells the tables use (the covered models', the sensitivity and
+    shape studies') and the hours they took to compute."""
+    n, seconds = 0, 0.0
+    dirs = [*models, "sensitivity", "shapes"]
+    for p in sorted(p for d in dirs for p in (results / "cells" / d).rglob("*.json")):
+        n += 1
+        seconds += float((json.loads(p.read_text()).get("provenance") or {}).get("seconds", 0))
+    return n, seconds / 3600
 
 
 def _layer_analysis(m: str, layers: dict, rows: list[dict]) -> list[str]:

@@ -377,7 +377,8 @@ def main(argv=None):
         shapes(cells, args.shape_size or (64 if args.quick else 224), out, args.shape_models,
                width=0.25 if args.quick else 1.0)
     atomic_write_json(out / "run.json", {
-        "command": "python experiments/run_all.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python experiments/run_all.py",
+                             *(sys.argv[1:] if argv is None else argv)]),
         "models": models, "limit": limit, "seconds": round(time.time() - t0, 1),
         "machine": f"{platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} "
                    f"device(s), {__import__('os').cpu_count()} CPUs",
