@@ -114,27 +114,9 @@ def test_spec_name_override():
     assert json.loads(r.stdout)["spec"]["name"] == "x"
 
 
-def test_a_nan_weight_with_a_valid_checksum_is_refused_by_path(tmp_path):
-    import jax.numpy as jnp
-
-    from redy_jax import checkpoint
-    from redy_jax.models import load_checkpoint
-
-    _, v, rec = load_checkpoint("lenet5")
-    params = dict(v["params"])
-    params["conv2"] = {**params["conv2"], "kernel": jnp.asarray(params["conv2"]["kernel"])
-                       .at[0, 0, 0, 0].set(jnp.nan)}
-    path = checkpoint.save(tmp_path / "bad", {"params": params, "batch_stats": {}},
-                           {"model": "lenet5"})
-    r = _redy("evaluate", "--model", "lenet5", "--checkpoint", str(path), "--limit", "20",
-              "--calib-images", "20", "--policy", "float")
-    assert r.returncode == 2, r.stderr
-    assert "params/conv2/kernel holds 1 NaN/inf" in r.stderr
-
-
-def test_shipped_thresholds_for_other_weights_are_refused(tmp_path):
-    """ReDy with a checkpoint other than the one its shipped thresholds were calibrated
-    for: an error naming the thresholds file, not an uncalibrated result."""
+def _lenet_with(tmp_path, layer: str, name: str, change) -> str:
+    """A copy of the shipped LeNet-5 checkpoint (valid checksum) with one parameter
+    changed by ``change``."""
     import jax.numpy as jnp
 
     from redy_jax import checkpoint
@@ -142,11 +124,29 @@ def test_shipped_thresholds_for_other_weights_are_refused(tmp_path):
 
     _, v, _ = load_checkpoint("lenet5")
     params = dict(v["params"])
-    params["fc3"] = {**params["fc3"], "bias": jnp.asarray(params["fc3"]["bias"]) + 0.01}
-    path = checkpoint.save(tmp_path / "other", {"params": params, "batch_stats": {}},
-                           {"model": "lenet5"})
-    r = _redy("evaluate", "--model", "lenet5", "--checkpoint", str(path), "--limit", "20",
-              "--calib-images", "20", "--policy", "redy")
+    params[layer] = {**params[layer], name: change(jnp.asarray(params[layer][name]))}
+    return str(checkpoint.save(tmp_path / "ck", {"params": params, "batch_stats": {}},
+                               {"model": "lenet5"}))
+
+
+def _evaluate_lenet(path, policy):
+    return _redy("evaluate", "--model", "lenet5", "--checkpoint", path, "--limit", "20",
+                 "--calib-images", "20", "--policy", policy)
+
+
+def test_a_nan_weight_with_a_valid_checksum_is_refused_by_path(tmp_path):
+    import jax.numpy as jnp
+
+    r = _evaluate_lenet(_lenet_with(tmp_path, "conv2", "kernel",
+                                    lambda k: k.at[0, 0, 0, 0].set(jnp.nan)), "float")
+    assert r.returncode == 2, r.stderr
+    assert "params/conv2/kernel holds 1 NaN/inf" in r.stderr
+
+
+def test_shipped_thresholds_for_other_weights_are_refused(tmp_path):
+    """ReDy with a checkpoint other than the one its shipped thresholds were calibrated
+    for: an error naming the thresholds file, not an uncalibrated result."""
+    r = _evaluate_lenet(_lenet_with(tmp_path, "fc3", "bias", lambda b: b + 0.01), "redy")
     assert r.returncode == 2, r.stderr
     assert "lenet5_fashion_mnist.redy_window.json was calibrated for checkpoint" in r.stderr
 
