@@ -76,6 +76,7 @@ def load(path: str | os.PathLike, target: Any | None = None, *,
             f"checkpoint file {path} is corrupt: sha256 {digest[:12]}... does not match "
             f"{record['sha256'][:12]}... recorded in {rec_path.name} "
             f"({len(data)} bytes on disk, {record.get('bytes', '?')} recorded)")
+    record = {**record, "sha256": digest}  # verified, or (no record) what was read
     try:
         state = flax.serialization.msgpack_restore(data)
     except Exception as e:  # msgpack raises several unrelated types

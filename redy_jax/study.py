@@ -19,8 +19,7 @@ import jax
 import numpy as np
 
 from redy_jax import data
-from redy_jax.cache import file_sha256
-from redy_jax.checkpoint import CHECKPOINT_DIR, shipped
+from redy_jax.checkpoint import CHECKPOINT_DIR
 from redy_jax.hw.presets import get_preset
 from redy_jax.hw.spec import HardwareSpec
 from redy_jax.models import load_checkpoint
@@ -70,8 +69,9 @@ class Setup:
     calib_labels: np.ndarray | None = None
     """Labels of ``calib_images``."""
     checkpoint_sha256: str | None = None
-    """SHA-256 of the checkpoint file the variables came from (None: an ONNX graph or no
-    file); shipped threshold files record the checkpoint they were calibrated for."""
+    """SHA-256 of the checkpoint file the variables came from, as ``checkpoint.load``
+    verified it (None: an ONNX graph); shipped threshold files record the checkpoint they
+    were calibrated for."""
 
 
 def load_model(model: str, checkpoint=None, input_shape=None):
@@ -147,21 +147,12 @@ def setup(model_name: str, *, checkpoint=None, dataset: str = "fashion_mnist",
         cal = calibrate(model, variables, x_cal, spec, method=calib_method)
     s = Setup(model_name, model, variables, record, spec, x_test, test.labels, cal, x_cal,
               dataset, calib_labels=train.labels,
-              checkpoint_sha256=_checkpoint_sha256(model_name, checkpoint))
+              checkpoint_sha256=record.get("sha256"))
     if validation:
         val = data.load(dataset, "validation")
         s.val_images = data.model_inputs(val)
         s.val_labels = val.labels
     return s
-
-
-def _checkpoint_sha256(model_name: str, checkpoint) -> str | None:
-    if checkpoint is not None:
-        return file_sha256(checkpoint)
-    if str(model_name).endswith(".onnx") or ":" in str(model_name):
-        return None
-    path = shipped(model_name)
-    return file_sha256(path) if path.exists() else None
 
 
 def check_thresholds_match(s: Setup, thresholds: ThresholdSet, path) -> ThresholdSet:
