@@ -9,7 +9,8 @@ Used by ``run_all.py`` (and its tests). Per model, with the accuracy budget ``BU
 * ReDy as the paper reads (std groups, thresholds ``2^i / c``), calibrated on validation,
   and tuned with optax on training images (lambda chosen on validation), and the ReDy
   family's variants: per-layer ReDy on top of the best per-layer static base, the
-  ``max`` statistic (block floating point per group), ``channel`` groups;
+  per-layer code width and thresholds chosen jointly (one bit above or below the static
+  base), the ``max`` statistic (block floating point per group), ``channel`` groups;
 * the best member of each family within the budget on validation, then every chosen
   configuration once on the test split (and on its first ``SUBSET`` images, which the
   reproduction test recomputes).
@@ -291,6 +292,13 @@ def redy_family(st: Study, static: dict) -> dict[str, Any]:
     r = st.search("redy_on_mixed", options, base, ref)
     members.append({"name": "redy_on_mixed", "family": "redy_on_mixed", "config": r["config"],
                     "validation": st.val(r["config"]), "front": r["front"]})
+    # variant: base width and thresholds chosen jointly per layer. Around the static
+    # mixed+LZS base k, a layer may take one bit MORE (groups with a narrow distribution
+    # keep the finer step, wide ones drop LSBs back towards k planes), its own width with
+    # ReDy, or one bit less; the greedy search then trades these across layers.
+    r = st.search("redy_joint", joint_options(st, base_bits), base, ref)
+    members.append({"name": "redy_joint", "family": "redy_joint", "config": r["config"],
+                    "validation": st.val(r["config"]), "front": r["front"]})
     # variants: block floating point (max statistic), uniform mantissa width
     for n0 in ((4,) if st.quick else N0_GRID):
         thr = [2.0 ** (n0 + i) - 0.5 for i in range(8 - n0)]
@@ -299,6 +307,29 @@ def redy_family(st: Study, static: dict) -> dict[str, Any]:
         members.append({"name": f"redy_max_n{n0}", "family": "redy_max", "config": cfg,
                         "validation": st.val(cfg)})
     return {"members": members}
+
+
+JOINT_C = (0.5, 1.0, 2.0)
+"""Threshold scales of the joint width/threshold search (:func:`joint_options`)."""
+
+
+def joint_options(st: Study, base_bits: dict[str, int]) -> dict[str, list]:
+    """Per layer with base width k: ReDy (thresholds ``2^i / c``, c in ``JOINT_C``) on
+    k + 1 and on k bits, and k - 1 bits with leading-zero skipping or ReDy (c = 1);
+    widths outside ``BITS`` are left out. The base (k bits, LZS) is the search's start."""
+    lo, hi = min(BITS), max(BITS)
+    options = {}
+    for p in st.layers:
+        k = base_bits[p]
+        redy = lambda c, p=p: ReDy(thresholds=threshold_set(
+            [p], c, 4, "window")["layers"][p]).to_dict()
+        no_drop = ReDy(thresholds=np.full(4, NO_DROP, np.float32)).to_dict()
+        opts = [(f"w{w}_c{c:g}", w, redy(c)) for w in (k + 1, k) if lo <= w <= hi
+                for c in JOINT_C]
+        if k - 1 >= lo:
+            opts += [(f"w{k - 1}_lzs", k - 1, no_drop), (f"w{k - 1}_c1", k - 1, redy(1.0))]
+        options[p] = opts
+    return options
 
 
 def _strip_history(r: dict) -> dict:

@@ -93,6 +93,7 @@ FAMILY_STYLE = {
     "redy": ("D", "C3", "ReDy calibrated"),
     "redy_tuned": ("v", "C1", "ReDy tuned (lambdas)"),
     "redy_on_mixed_front": ("^", "C6", "ReDy on per-layer base (front)"),
+    "redy_joint_front": ("<", "C7", "ReDy, width + thresholds per layer (front)"),
     "redy_max": ("P", "C4", "ReDy max statistic (BFP)"),
     "redy_channel": ("X", "C5", "ReDy channel groups"),
 }

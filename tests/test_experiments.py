@@ -153,3 +153,26 @@ def test_committed_headline_row_on_the_full_test_split(studies, row):
     assert r.accuracy == row["accuracy"]
     assert r.report.chip_energy_pj_per_image() == pytest.approx(
         row["chip_energy_pj_per_image"], rel=1e-12)
+
+
+def test_joint_search_options_stay_in_the_width_range_and_around_the_base():
+    """The joint width/threshold variant offers, per layer, ReDy one bit above and at the
+    static base width and one bit below (LZS or ReDy), never a width outside 3..8 and
+    never the base itself (the search starts from it)."""
+    import types
+
+    import study
+
+    st = types.SimpleNamespace(layers=["a", "b", "c"])
+    opts = study.joint_options(st, {"a": 8, "b": 5, "c": 3})
+    widths = {p: sorted({w for _, w, _ in o}) for p, o in opts.items()}
+    assert widths == {"a": [7, 8], "b": [4, 5, 6], "c": [3, 4]}
+    for o in opts.values():
+        names = [n for n, _, _ in o]
+        assert len(names) == len(set(names)) and "c0" not in names
+        for name, w, pol in o:
+            assert name.startswith(f"w{w}_") and pol["kind"] == "redy"
+    # below the base: leading-zero skipping (thresholds never reached) and ReDy c = 1
+    below = {n: pol for n, w, pol in opts["b"] if w == 4}
+    assert set(below) == {"w4_lzs", "w4_c1"}
+    assert min(below["w4_lzs"]["thresholds"]) >= study.NO_DROP
