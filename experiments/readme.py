@@ -73,8 +73,9 @@ FAMILY_NOTE = (
     "code width and thresholds chosen jointly (`redy_joint`: one bit above the static "
     "base with ReDy, so that narrow groups keep a finer step while wide ones drop LSBs, "
     "the base width with ReDy, or one bit below); and block floating point (the group "
-    "maximum as statistic, 3-6 bit mantissas). Not tried: sub-window row-slice groups "
-    "and percentile statistics. The static family is searched with the same routine and "
+    "maximum as statistic, 3-6 bit mantissas). Not tried: sub-window row-slice groups, "
+    "the range and percentile statistics, and more than one bit above the static base. "
+    "The static family is searched with the same routine and "
     "budget (uniform k = 3..8 and per-layer widths, each with and without leading-zero "
     "skipping).")
 

@@ -115,7 +115,8 @@ class Study:
 
     # ---- searches (cached) ----
     def search(self, family: str, options: dict[str, list[tuple[str, int, dict]]],
-               base: dict[str, tuple[str, int, dict]], reference: float) -> dict:
+               base: dict[str, tuple[str, int, dict]], reference: float, *,
+               credit_gains: bool = False) -> dict:
         """:func:`allocate` over per-layer options ``(name, bits, policy dict)``; returns
         the search record with every front point's configuration."""
         described = {p: [(n, b, d) for n, b, d in opts] for p, opts in options.items()}
@@ -123,6 +124,8 @@ class Study:
                     "base": base, "budget": BUDGET, "reference_accuracy": reference,
                     "split": "validation", "range": list(self.val_range),
                     "search_images": self.search_images}
+        if credit_gains:
+            settings["credit_gains"] = True
 
         def compute():
             mk = lambda p, n, b, d: LayerOption(n, self.cals[b].layers[p], policy_from_dict(d))
@@ -131,7 +134,8 @@ class Study:
             r = allocate(self.s.model, self.s.variables, self.s.val_images, self.s.val_labels,
                          self.s.spec, self.cals[8], opts, base_opts,
                          reference_accuracy=reference, budget=BUDGET,
-                         search_images=self.search_images, candidates=8 if self.quick else 12)
+                         search_images=self.search_images, candidates=8 if self.quick else 12,
+                         credit_gains=credit_gains)
             table = {p: {n: (b, d) for n, b, d in [*options[p], base[p]]} for p in options}
             for point in r["front"]:
                 point["config"] = {
@@ -295,8 +299,9 @@ def redy_family(st: Study, static: dict) -> dict[str, Any]:
     # variant: base width and thresholds chosen jointly per layer. Around the static
     # mixed+LZS base k, a layer may take one bit MORE (groups with a narrow distribution
     # keep the finer step, wide ones drop LSBs back towards k planes), its own width with
-    # ReDy, or one bit less; the greedy search then trades these across layers.
-    r = st.search("redy_joint", joint_options(st, base_bits), base, ref)
+    # ReDy, or one bit less; the search trades these across layers, buying accuracy
+    # with energy where that is cheap (credit_gains) to spend it where it saves most.
+    r = st.search("redy_joint", joint_options(st, base_bits), base, ref, credit_gains=True)
     members.append({"name": "redy_joint", "family": "redy_joint", "config": r["config"],
                     "validation": st.val(r["config"]), "front": r["front"]})
     # variants: block floating point (max statistic), uniform mantissa width

@@ -11,7 +11,11 @@ option per layer to minimise whole-chip energy under an accuracy budget:
 2. *Allocation*: treating both as additive over layers, each Lagrange multiplier
    ``lam`` gives the configuration minimising ``sum_l energy_l + lam * loss_l`` (per
    layer, independently); the multipliers at every breakpoint give a front of
-   candidate configurations, from the base to the most aggressive.
+   candidate configurations, from the base to the most aggressive. By default a loss
+   *decrease* counts as none (single-layer gains on a few thousand images are mostly
+   noise, and options that only save energy need no credit); with ``credit_gains``
+   an option that costs energy to buy accuracy (a wider code than the base) is priced
+   too, so the allocation can spend in one layer what it saves in another.
 3. *Check*: each candidate is evaluated on the whole held-out set; the chosen one is
    the lowest-energy candidate whose accuracy stays within ``budget`` of
    ``reference_accuracy`` (e.g. static 8-bit's). Measured, not predicted: the
@@ -65,7 +69,7 @@ def _layer_energy(res: DatasetResult, path: str) -> float:
 def allocate(model, variables, images, labels, spec: HardwareSpec, calibration: Calibration,
              options: Mapping[str, Sequence[LayerOption]], base: Choice, *,
              reference_accuracy: float, budget: float = 0.005, search_images: int = 2000,
-             candidates: int = 16, batch_size: int = 250,
+             candidates: int = 16, batch_size: int = 250, credit_gains: bool = False,
              progress: bool = False) -> dict[str, Any]:
     """Chooses one option per layer (see the module docstring).
 
@@ -78,6 +82,8 @@ def allocate(model, variables, images, labels, spec: HardwareSpec, calibration: 
       reference_accuracy: the accuracy the budget is measured from, on the same images.
       budget: the largest allowed accuracy loss (fraction: 0.005 = 0.5 points).
       candidates: how many multipliers (front points) to check at most.
+      credit_gains: price options by their signed loss change (a loss decrease is a
+        gain the allocation may buy with energy), not only by its increase.
     Returns:
       ``{"choice": {path: option name}, "accuracy", "chip_energy_pj_per_image",
       "front": [...], "sensitivity": [...], "seconds"}`` — ``choice`` is the chosen
@@ -107,22 +113,7 @@ def allocate(model, variables, images, labels, spec: HardwareSpec, calibration: 
                          "base_layer_chip_energy_pj": table[path][0][0], "loss_increase": dl,
                          "accuracy": r.accuracy})
 
-    # Multipliers at the breakpoints (energy saved per unit of loss) of every option.
-    ratios = sorted({(table[p][0][0] - e) / max(dl, 1e-9) for p in table
-                     for e, dl, _ in table[p][1:] if table[p][0][0] - e > 0})
-    if ratios:
-        picks = np.unique(np.quantile(np.log(ratios), np.linspace(0, 1, candidates)))
-        lams = [float(np.exp(v)) * 1.0001 for v in picks]
-    else:
-        lams = []
-    seen, proposals = set(), []
-    for lam in sorted(lams, reverse=True):  # from cautious to aggressive
-        choice = {p: min(rows, key=lambda r, lam=lam: r[0] + lam * max(r[1], 0.0))[2]
-                  for p, rows in table.items()}
-        key = tuple(sorted((p, o.name) for p, o in choice.items()))
-        if key not in seen:
-            seen.add(key)
-            proposals.append((lam, choice))
+    proposals = propose(table, candidates, credit_gains=credit_gains)
 
     front = []
     best = None
@@ -149,7 +140,39 @@ def allocate(model, variables, images, labels, spec: HardwareSpec, calibration: 
             "chip_energy_pj_per_image": chosen["chip_energy_pj_per_image"],
             "within_budget": best is not None, "reference_accuracy": reference_accuracy,
             "budget": budget, "search_images": len(x_s), "check_images": len(images),
+            "credit_gains": credit_gains,
             "front": front, "sensitivity": sens, "seconds": round(time.time() - t0, 1)}
+
+
+def propose(table: Mapping[str, Sequence[tuple[float, float, LayerOption]]], candidates: int,
+            *, credit_gains: bool = False) -> list[tuple[float, dict[str, LayerOption]]]:
+    """The allocation step (see the module docstring): ``table`` holds per layer its
+    rows ``(layer energy, loss change, option)``, the base's first (loss change 0).
+    Returns ``(lam, choice)`` for up to ``candidates`` multipliers at the options'
+    breakpoints, from cautious (large ``lam``) to aggressive, distinct choices only."""
+    # Multipliers at the breakpoints of every option: energy saved per unit of loss
+    # added, and (credit_gains) energy spent per unit of loss removed.
+    priced = (lambda dl: dl) if credit_gains else (lambda dl: max(dl, 0.0))
+    ratios = {(table[p][0][0] - e) / max(dl, 1e-9) for p in table
+              for e, dl, _ in table[p][1:] if table[p][0][0] - e > 0}
+    if credit_gains:
+        ratios |= {(e - table[p][0][0]) / -dl for p in table
+                   for e, dl, _ in table[p][1:] if e > table[p][0][0] and dl < 0}
+    ratios = sorted(ratios)
+    if ratios:
+        picks = np.unique(np.quantile(np.log(ratios), np.linspace(0, 1, candidates)))
+        lams = [float(np.exp(v)) * 1.0001 for v in picks]
+    else:
+        lams = []
+    seen, proposals = set(), []
+    for lam in sorted(lams, reverse=True):  # from cautious to aggressive
+        choice = {p: min(rows, key=lambda r, lam=lam: r[0] + lam * priced(r[1]))[2]
+                  for p, rows in table.items()}
+        key = tuple(sorted((p, o.name) for p, o in choice.items()))
+        if key not in seen:
+            seen.add(key)
+            proposals.append((lam, choice))
+    return proposals
 
 
 def resolve(names: Mapping[str, str], options: Mapping[str, Sequence[LayerOption]],
@@ -165,4 +188,4 @@ def resolve(names: Mapping[str, str], options: Mapping[str, Sequence[LayerOption
     return out
 
 
-__all__ = ["Choice", "LayerOption", "allocate", "configure", "resolve"]
+__all__ = ["Choice", "LayerOption", "allocate", "configure", "propose", "resolve"]
