@@ -320,19 +320,21 @@ JOINT_C = (0.5, 1.0, 2.0)
 
 def joint_options(st: Study, base_bits: dict[str, int]) -> dict[str, list]:
     """Per layer with base width k: ReDy (thresholds ``2^i / c``, c in ``JOINT_C``) on
-    k + 1 and on k bits, and k - 1 bits with leading-zero skipping or ReDy (c = 1);
-    widths outside ``BITS`` are left out. The base (k bits, LZS) is the search's start."""
-    lo, hi = min(BITS), max(BITS)
+    the next calibrated width above k (k + 1 in the full study) and on k bits, and the
+    next calibrated width below k with leading-zero skipping or ReDy (c = 1); none
+    beyond the calibrated widths. The base (k bits, LZS) is the search's start."""
+    widths = sorted(st.cals)
     options = {}
     for p in st.layers:
         k = base_bits[p]
+        up = [w for w in widths if w > k][:1]
+        down = [w for w in widths if w < k][-1:]
         redy = lambda c, p=p: ReDy(thresholds=threshold_set(
             [p], c, 4, "window")["layers"][p]).to_dict()
         no_drop = ReDy(thresholds=np.full(4, NO_DROP, np.float32)).to_dict()
-        opts = [(f"w{w}_c{c:g}", w, redy(c)) for w in (k + 1, k) if lo <= w <= hi
-                for c in JOINT_C]
-        if k - 1 >= lo:
-            opts += [(f"w{k - 1}_lzs", k - 1, no_drop), (f"w{k - 1}_c1", k - 1, redy(1.0))]
+        opts = [(f"w{w}_c{c:g}", w, redy(c)) for w in (*up, k) for c in JOINT_C]
+        for w in down:
+            opts += [(f"w{w}_lzs", w, no_drop), (f"w{w}_c1", w, redy(1.0))]
         options[p] = opts
     return options
 

@@ -163,7 +163,7 @@ def test_joint_search_options_stay_in_the_width_range_and_around_the_base():
 
     import study
 
-    st = types.SimpleNamespace(layers=["a", "b", "c"])
+    st = types.SimpleNamespace(layers=["a", "b", "c"], cals=dict.fromkeys(study.BITS))
     opts = study.joint_options(st, {"a": 8, "b": 5, "c": 3})
     widths = {p: sorted({w for _, w, _ in o}) for p, o in opts.items()}
     assert widths == {"a": [7, 8], "b": [4, 5, 6], "c": [3, 4]}
@@ -176,3 +176,8 @@ def test_joint_search_options_stay_in_the_width_range_and_around_the_base():
     below = {n: pol for n, w, pol in opts["b"] if w == 4}
     assert set(below) == {"w4_lzs", "w4_c1"}
     assert min(below["w4_lzs"]["thresholds"]) >= study.NO_DROP
+    # only calibrated widths (the quick study calibrates 8, 5 and 4 bits)
+    st.cals = dict.fromkeys((8, 5, 4))
+    opts = study.joint_options(st, {"a": 8, "b": 5, "c": 4})
+    assert {p: sorted({w for _, w, _ in o}) for p, o in opts.items()} == {
+        "a": [5, 8], "b": [4, 5, 8], "c": [4, 5]}
