@@ -88,7 +88,7 @@ def _test_row(st, name, member, static8, best_static, *, limit=None):
     return row, full
 
 
-def model_study(m: str, out: Path, *, quick: bool, limit: int | None):
+def model_study(m: str, out: Path, *, quick: bool, limit: int | None, prune: bool = False):
     # The study calibrates every code width itself (cached cells, ``study.start``): the
     # setup's own calibration is not used, so the cheapest method is enough.
     s = setup(m, limit=limit, validation=True, calib_images=300 if quick else 1000,
@@ -144,6 +144,10 @@ def model_study(m: str, out: Path, *, quick: bool, limit: int | None):
                            "accuracy": r["accuracy"],
                            "chip_energy_pj_per_image": r["chip_energy_pj_per_image"],
                            "validation_accuracy": pt["accuracy"]})
+    if prune:
+        for f in st.cells.unused():
+            f.unlink()
+            print(f"  pruned {f.relative_to(out)}", flush=True)
     return rows, points, fulls, static, redy
 
 
@@ -181,10 +185,10 @@ def _subsample(front, n):
     return [front[i] for i in idx]
 
 
-def headline(models, out: Path, *, quick: bool, limit: int | None):
+def headline(models, out: Path, *, quick: bool, limit: int | None, prune: bool = False):
     rows, all_points, layers = [], {}, {}
     for m in models:
-        r, pts, fulls, _, _ = model_study(m, out, quick=quick, limit=limit)
+        r, pts, fulls, _, _ = model_study(m, out, quick=quick, limit=limit, prune=prune)
         rows += r
         all_points[m] = pts
         layers[m] = fulls
@@ -353,7 +357,14 @@ def main(argv=None):
                    choices=["thresholds", "study", "sensitivity", "shapes", "readme"],
                    default=["study", "sensitivity", "shapes", "readme"],
                    help="thresholds: only the shipped threshold sets (a subset of study)")
+    p.add_argument("--prune", action="store_true",
+                   help="delete each studied model's cells this run did not use (made from "
+                        "superseded settings); the shipped threshold sets are rewritten "
+                        "from the cells kept")
     args = p.parse_args(argv)
+    if args.prune and (args.limit or args.quick or "study" not in args.sections):
+        p.error("--prune needs a full study run (--sections study, no --limit or --quick): "
+                "otherwise it would delete cells the full study uses")
     out = Path(args.out or ("experiments/results_quick" if args.quick else "experiments/results"))
     out.mkdir(parents=True, exist_ok=True)
     cells = Cells(out / "cells")
@@ -368,7 +379,7 @@ def main(argv=None):
         for m in models:
             thresholds_only(m, out)
     if "study" in args.sections:
-        headline(models, out, quick=args.quick, limit=limit)
+        headline(models, out, quick=args.quick, limit=limit, prune=args.prune)
     if "sensitivity" in args.sections:
         print("sensitivity", flush=True)
         grid = ({"rows": [64, 128]} if args.quick else

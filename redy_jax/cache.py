@@ -70,6 +70,8 @@ class Cells:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.log = log or (lambda s: None)
+        self.served: set[str] = set()
+        """Names of the cells :meth:`get` returned (cached or computed) in this run."""
 
     def path(self, name: str) -> Path:
         return self.root / f"{name}.json"
@@ -88,6 +90,7 @@ class Cells:
         """The result of cell ``name`` for ``settings``: cached if its fingerprint
         matches, else computed (and written atomically)."""
         key = digest(settings)
+        self.served.add(name)
         cell = self.load(name)
         if cell is not None and cell.get("fingerprint", {}).get("key") == key:
             return cell["result"]
@@ -102,6 +105,13 @@ class Cells:
             "result": result})
         self.log(f"  computed {name} ({time.time() - t0:.0f} s)")
         return result
+
+
+    def unused(self) -> list[Path]:
+        """Cell files under ``root`` that this run did not ask for (made from settings
+        no longer in use, e.g. the fronts of a superseded search), sorted."""
+        keep = {self.path(n).resolve() for n in self.served}
+        return sorted(p for p in self.root.rglob("*.json") if p.resolve() not in keep)
 
 
 __all__ = ["Cells", "code_version", "digest", "file_sha256"]
