@@ -80,15 +80,18 @@ FAMILY_NOTE = (
     "skipping).")
 
 WHY_NOTE = (
-    "Why the gap is small: per-group precision pays only where groups of one layer "
-    "differ. In the input layer, windows of Fashion-MNIST's constant background have a "
-    "single code: with its per-group zero point ReDy streams nothing for them, where "
-    "leading-zero skipping still streams the background's code. In the first "
-    "convolutions and the fully connected layers the group spreads differ enough for "
-    "some groups to drop LSBs. Elsewhere the static per-layer search has already cut "
-    "the code to a few bits, and dropping one more LSB in any group costs more "
-    "validation accuracy than the budget leaves; there ReDy keeps its base and only "
-    "adds the cost of its selection logic (the paragraph under each table).")
+    "Why the gap is small: per-group precision pays only where the groups of one layer "
+    "differ from the layer as a whole. Where a layer's inputs are not rectified (the "
+    "input image; MobileNetV2's expand convolutions, fed by linear bottlenecks) codes "
+    "carry a zero point: ReDy streams each group's codes above its own minimum, which "
+    "needs fewer bits than the codes themselves, and a window of Fashion-MNIST's "
+    "constant background streams nothing, where leading-zero skipping still streams the "
+    "background's code. In the first convolutions and the fully connected layers of "
+    "LeNet-5 and VGG-8 the group spreads differ enough for many groups to drop LSBs. "
+    "Elsewhere the static per-layer search has already cut the code to a few bits, and "
+    "dropping one more LSB in any group costs more validation accuracy than the budget "
+    "leaves; there ReDy keeps its base and only adds the cost of its selection logic "
+    "(the paragraph under each table).")
 
 
 def comparison(rows: list[dict], budget: float) -> str:
@@ -182,11 +185,12 @@ def experiments_readme(results: Path) -> str:
         parts += ["## Reading the results", "", *_findings(h, layers or {}), ""]
         if layers:
             parts += ["## Where per-group precision helps: layer by layer", "",
+                      WHY_NOTE, "",
                       "Whole-chip energy per image of each crossbar layer under the best "
                       "static configuration and the best ReDy-family one (test split), the "
                       "bits each streams per activation, and the share of ReDy's groups that "
                       "drop LSBs (t > 0) or stream nothing (n = 0). The five layers with the "
-                      "largest difference either way:", "", WHY_NOTE, ""]
+                      "largest difference either way:", ""]
             for m in models:
                 parts += _layer_analysis(m, layers.get(m, {}), h["rows"])
             parts.append("")
