@@ -286,13 +286,9 @@ def redy_family(st: Study, static: dict) -> dict[str, Any]:
     members = redy_thresholds(st)
     # variants: ReDy per layer on top of the best static mixed+LZS base
     base_bits = static["fronts"]["static_mixed_lzs"]["config"]["bits"]
-    options, base = {}, {}
-    for p in st.layers:
-        k = base_bits[p]
-        no_drop = ReDy(thresholds=np.full(4, NO_DROP, np.float32)).to_dict()
-        base[p] = ("c0", k, no_drop)
-        options[p] = [(f"c{c:g}", k, ReDy(thresholds=threshold_set(
-            [p], c, 4, "window")["layers"][p]).to_dict()) for c in C_GRID]
+    base = {p: ("c0", base_bits[p], _no_drop()) for p in st.layers}
+    options = {p: [(f"c{c:g}", base_bits[p], _redy_c(p, c)) for c in C_GRID]
+               for p in st.layers}
     r = st.search("redy_on_mixed", options, base, ref)
     members.append({"name": "redy_on_mixed", "family": "redy_on_mixed", "config": r["config"],
                     "validation": st.val(r["config"]), "front": r["front"]})
@@ -329,14 +325,22 @@ def joint_options(st: Study, base_bits: dict[str, int]) -> dict[str, list]:
         k = base_bits[p]
         up = [w for w in widths if w > k][:1]
         down = [w for w in widths if w < k][-1:]
-        redy = lambda c, p=p: ReDy(thresholds=threshold_set(
-            [p], c, 4, "window")["layers"][p]).to_dict()
-        no_drop = ReDy(thresholds=np.full(4, NO_DROP, np.float32)).to_dict()
-        opts = [(f"w{w}_c{c:g}", w, redy(c)) for w in (*up, k) for c in JOINT_C]
+        opts = [(f"w{w}_c{c:g}", w, _redy_c(p, c)) for w in (*up, k) for c in JOINT_C]
         for w in down:
-            opts += [(f"w{w}_lzs", w, no_drop), (f"w{w}_c1", w, redy(1.0))]
+            opts += [(f"w{w}_lzs", w, _no_drop()), (f"w{w}_c1", w, _redy_c(p, 1.0))]
         options[p] = opts
     return options
+
+
+def _redy_c(path: str, c: float) -> dict:
+    """Layer ``path``'s ReDy policy (as a dict) with window thresholds ``2^i / c``."""
+    return ReDy(thresholds=threshold_set([path], c, 4, "window")["layers"][path]).to_dict()
+
+
+def _no_drop() -> dict:
+    """ReDy whose thresholds no group reaches: leading-zero skipping with per-group
+    offsets (the searches' base)."""
+    return ReDy(thresholds=np.full(4, NO_DROP, np.float32)).to_dict()
 
 
 def _strip_history(r: dict) -> dict:

@@ -106,7 +106,6 @@ class Cells:
         self.log(f"  computed {name} ({time.time() - t0:.0f} s)")
         return result
 
-
     def unused(self) -> list[Path]:
         """Cell files under ``root`` that this run did not ask for (made from settings
         no longer in use, e.g. the fronts of a superseded search), sorted."""
