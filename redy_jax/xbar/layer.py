@@ -155,6 +155,7 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     # Streamed codes: two's complement values q - zp under sign-bit streaming; spatial
     # padding streams the code of a real zero.
     xs = codes - quant.zero_point if sign_bit else codes
+    x_codes = xs  # unpadded: a native convolution pads the centred codes itself
     if kind != "dense":
         xs = jnp.pad(xs, ((0, 0), *shape.pads, (0, 0)), constant_values=zp)
 
@@ -179,13 +180,14 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
         counts, hist = count_plan(plan, tiling, spec, ctx, groups)
     if exact and hard and kind != "dense":
         if not plan.requantizes:
-            strategy = static_conv
+            y_int = static_conv(x_codes, w_codes, shape, zp, sign_bit, spec.act_bits,
+                                spec.weight_bits)
         elif plan.granularity == "channel":
-            strategy = channel_conv
+            y_int = channel_conv(x_codes, plan, w_codes, tiling, shape, zp, sign_bit,
+                                 spec.act_bits, spec.weight_bits)
         else:
-            strategy = window_conv
-        y_int = strategy(xs, plan, w_codes, tiling, shape, zp, sign_bit, spec.act_bits,
-                         spec.weight_bits)
+            y_int = window_conv(xs, plan, w_codes, tiling, shape, zp, sign_bit,
+                                spec.act_bits, spec.weight_bits)
     else:
         wg = jnp.transpose(w_codes.reshape(k, groups, n), (1, 0, 2))  # (G, K, N)
         stored = jax.vmap(lambda w: store_weights(w, tiling, spec))(wg)

@@ -94,6 +94,38 @@ def test_exact_paths_equal_the_bit_plane_path(policy, signed, stride):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize("policy", ["static", "redy_channel"])
+@pytest.mark.parametrize("case", ["valid", "grouped_dilated", "zero_point_wide"])
+def test_native_conv_paths_fold_padding_exactly(policy, case):
+    """The static and channel-group paths convolve unpadded codes and let the native
+    convolution pad (channel groups: the requantised padding value is subtracted before
+    and added back as a weight sum). Checked against the faithful bit-plane path, which
+    lowers the explicitly padded codes: no padding (VALID), grouped + dilated, and a
+    64-channel zero-point layer at its code extremes, where the shifted values need the
+    wider exactness bound (and the padding value is far from 0)."""
+    kw = dict(padding="SAME")
+    if case == "valid":
+        x, w, quant = _conv_case(5, (3, 7, 7, 20), True)
+        kw["padding"] = "VALID"
+    elif case == "grouped_dilated":
+        x, w, quant = _conv_case(6, (3, 8, 8, 20), True)
+        w = w[:, :, :10, :]
+        kw.update(groups=2, kernel_dilation=(2, 2))
+    else:
+        x, w, quant = _conv_case(7, (2, 5, 5, 64), True)
+        x, w = x.at[0].set(quant.hi), w.at[..., 0].set(-1.0)
+        # image 1 mostly below zero: channel minima well under the zero point, so the
+        # padding code requantises with a rounding error (a non-zero padding value)
+        x = x.at[1].set(-0.3 + 0.5 * x[1])
+    run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
+                                      policy=POLICIES[policy], spec=isaac(), mode=mode,
+                                      **kw)[:2]
+    (ye, re), (yf, rf) = run("exact"), run("faithful")
+    np.testing.assert_array_equal(np.asarray(ye), np.asarray(yf))
+    for a, b in zip(jax.tree_util.tree_leaves(re), jax.tree_util.tree_leaves(rf), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 @pytest.mark.parametrize("case,chunk", [
     ("grouped_dilated", "3 rows"), ("sign_bit_strided", "1 row"),
     ("sign_bit_strided", "2 images"), ("wide_split", "3 rows")])
