@@ -1,6 +1,11 @@
 """Times ``crossbar_matmul`` against a plain float matmul of the same shapes.
 
-    python benchmarks/crossbar_matmul.py [--batch 1000] [--k 512] [--n 128] [--json OUT]
+    python benchmarks/crossbar_matmul.py [--batch 1000] [--k 512] [--n 128]
+                                         [--threads 1] [--json OUT]
+
+``--threads N`` pins the process to the first N CPUs before JAX starts (XLA sizes its
+thread pool from the CPUs it may use), for comparisons with single-threaded
+simulators; by default every CPU is used.
 
 All timings are measured in the same run, as the best of ``--repeats`` jitted
 calls after a warm-up; ratios are against the float matmul. The per-MVM time is
@@ -12,17 +17,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from timing import best_time
 
-from redy_jax.files import atomic_write_json
-from redy_jax.hw import isaac
-from redy_jax.xbar import crossbar_matmul, tile
+def _pin_threads(argv) -> int | None:
+    """Applies ``--threads N`` (CPU affinity) before jax is imported; returns N."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--threads" not in args:
+        return None
+    n = int(args[args.index("--threads") + 1])
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
+    return n
+
+
+if __name__ == "__main__":
+    _pin_threads(None)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from run import cpu_model  # noqa: E402
+from timing import best_time  # noqa: E402
+
+from redy_jax.files import atomic_write_json  # noqa: E402
+from redy_jax.hw import isaac  # noqa: E402
+from redy_jax.xbar import crossbar_matmul, tile  # noqa: E402
 
 
 def main(argv=None):
@@ -32,6 +54,8 @@ def main(argv=None):
     p.add_argument("--k", type=int, default=512)
     p.add_argument("--n", type=int, default=128)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=None,
+                   help="pin to the first N CPUs (set before JAX starts; see above)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
 
@@ -62,6 +86,8 @@ def main(argv=None):
         "faithful_us_per_128x128_mvm": t_faith / mvms * 1e6,
         "machine": f"{platform.machine()} {platform.processor() or ''} "
                    f"{jax.device_count()}x {jax.devices()[0].platform}",
+        "cpu_model": cpu_model(),
+        "cpus_used": len(os.sched_getaffinity(0)),
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax import lax
 
 from redy_jax.hw.spec import HardwareSpec, check_spec
 from redy_jax.xbar.bit_serial import faithful_partial_sums
@@ -237,9 +238,15 @@ def _crossbar_matmul(x_codes, w_codes, zero_point, spec, encoding, mode, taps):
                           zero_point=encoding == "zero_point")
     if encoding == "zero_point":
         y = y - zero_point * stored.col_sum
-    ranges = (x_codes.min(initial=0), x_codes.max(initial=0), w_codes.min(initial=0),
-              w_codes.max(initial=0))
-    return y, counts, ranges
+    return y, counts, (*_min_max(x_codes), *_min_max(w_codes))
+
+
+def _min_max(a: jnp.ndarray):
+    """``(min, max)`` of an integer array (0 for an empty one) in one pass over it."""
+    a = a.astype(jnp.int32)
+    return lax.reduce((a, a), (jnp.int32(0), jnp.int32(0)),
+                      lambda p, q: (jnp.minimum(p[0], q[0]), jnp.maximum(p[1], q[1])),
+                      tuple(range(a.ndim)))
 
 
 def crossbar_matmul(x_codes, w_codes, spec: HardwareSpec, *, x_encoding: str = "unsigned",
