@@ -53,7 +53,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--k", type=int, default=512)
     p.add_argument("--n", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=30,
+                   help="best of this many calls (ms-scale calls are noisy)")
     p.add_argument("--threads", type=int, default=None,
                    help="pin to the first N CPUs (set before JAX starts; see above)")
     p.add_argument("--json", default=None, help="also write the results to this file")

@@ -119,6 +119,8 @@ def main(argv=None):
 
         policies["redy"] = redy_policy_map(read_thresholds(
             default_thresholds_path("resnet20", "window")))
+        policies["redy_channel"] = redy_policy_map(read_thresholds(
+            default_thresholds_path("resnet20", "channel")))
     except FileNotFoundError:
         pass
     # --quick: faithful static and ReDy only (LZS runs static's bit-plane path with
@@ -160,7 +162,7 @@ def main(argv=None):
         print(f"ResNet-20, {n} images (faithful: {r20['faithful_images']}): float "
               f"{r20['float_s']:.3f} s")
         for k in r20["exact_s"]:
-            print(f"  {k:7s} exact {r20['exact_vs_float'][k]:6.2f}x   faithful "
+            print(f"  {k:12s} exact {r20['exact_vs_float'][k]:6.2f}x   faithful "
                   f"{r20['faithful_vs_float'].get(k, float('nan')):6.2f}x")
         r18 = result.get("resnet18_224x224_batch1")
         if r18:
