@@ -1,0 +1,68 @@
+"""The speed figures the README quotes are the committed benchmark results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _speed_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Speed and scale")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def _row(section: str, label: str) -> list[str]:
+    """The cells of the README table row that starts with ``label``."""
+    for line in section.splitlines():
+        if line.startswith(f"| {label}"):
+            return [c.strip() for c in line.strip("|").split("|")][1:]
+    raise AssertionError(f"no README speed table row {label!r}")
+
+
+@pytest.mark.parametrize("label,file,key,field", [
+    ("ResNet-20, 1,000 images, exact", "cpu_full.json", "resnet20_fashion_mnist",
+     "exact_vs_float"),
+    ("ResNet-20, 250 images, exact", "cpu_quick.json", "resnet20_fashion_mnist",
+     "exact_vs_float"),
+    ("ResNet-18 224x224 batch 1, exact", "cpu_full.json", "resnet18_224x224_batch1",
+     "exact_vs_float"),
+    ("ResNet-20, faithful", "cpu_full.json", "resnet20_fashion_mnist",
+     "faithful_vs_float"),
+    ("ResNet-18 224x224, faithful", "cpu_full.json", "resnet18_224x224_batch1",
+     "faithful_vs_float"),
+])
+def test_readme_speed_table_quotes_the_committed_results(label, file, key, field):
+    """Every ratio in the README's speed table is the committed JSON's, rounded as
+    printed (static, LZS, ReDy window, ReDy channel; '-' where not measured)."""
+    ratios = _load(file)[key][field]
+    cells = _row(_speed_section(), label)
+    for policy, cell in zip(("static", "lzs", "redy", "redy_channel"), cells, strict=False):
+        if cell == "-":
+            assert policy not in ratios
+            continue
+        digits = len(cell.rstrip("x").split(".")[1])
+        assert cell == f"{ratios[policy]:.{digits}f}x", (label, policy)
+
+
+def test_readme_quotes_the_bare_engine_and_memory_results():
+    section = _speed_section()
+    two, one = _load("crossbar_matmul.json"), _load("crossbar_matmul_1thread.json")
+    assert one["cpus_used"] == 1
+    for d in (two, one):
+        assert f"exact {d['exact_vs_float']:.2f}x" in section or \
+            f"/ {d['exact_vs_float']:.2f}x" in section
+        assert f"{d['faithful_us_per_128x128_mvm']:.2f} us" in section
+    for name in ("memory_resnet50.json", "memory_resnet18_redy_window.json"):
+        d = _load(name)
+        assert d["within_8gb"]
+        assert f"{d['peak_rss_mb'] / 1024:.1f} GB" in section
