@@ -5,7 +5,8 @@
 For the shipped ResNet-20 on Fashion-MNIST test images and for one ImageNet-shaped
 ResNet-18 batch (random weights and inputs: shapes are what matter here) it times
 float inference and the simulated pass for each policy (static, leading-zero skip,
-ReDy) in exact-ADC mode and in faithful bit-plane mode (a spec whose ADC can clip:
+ReDy with window groups and, on ResNet-20, with channel groups, both from the shipped
+calibrated thresholds) in exact-ADC mode and in faithful bit-plane mode (a spec whose ADC can clip:
 flipped encoding off, so the bit-plane path runs), reporting ratios to the float
 time, plus the process's peak RSS. Each time is the best of ``--repeats`` rounds
 (faithful: half as many) after a warm-up (compilation excluded), the simulated passes
