@@ -159,21 +159,34 @@ def streamed_codes(x_tiles: jnp.ndarray, plan: Plan, sign_bit: bool) -> jnp.ndar
 
 
 def affine(offsets, shifts, bits, sign_bit: bool):
-    """:func:`requantize` as per-group float32 constants ``(off, inv, lo, hi, step)``
-    (each shaped like ``shifts``) for :func:`effective_values`."""
+    """:func:`requantize` as per-group float32 constants (each shaped like ``shifts``)
+    for :func:`effective_values`: ``(off, inv, lo, hi, step)``; or, for unsigned codes
+    without offsets (``offsets`` None, not ``sign_bit``: ``x >= 0``, ``off = 0``, ``lo =
+    0``), ``(inv, step, hi * step)``, which needs 5 float operations per value instead
+    of 9."""
     f = lambda a: jnp.asarray(a).astype(jnp.float32)
     lo, hi = code_range(bits, sign_bit)
-    return f(offsets), jnp.exp2(-f(shifts)), f(lo), f(hi), jnp.exp2(f(shifts))
+    inv, step = jnp.exp2(-f(shifts)), jnp.exp2(f(shifts))
+    if offsets is None and not sign_bit:
+        return inv, step, f(hi) * step
+    off = jnp.zeros_like(f(shifts)) if offsets is None else f(offsets)
+    return off, inv, f(lo), f(hi), step
 
 
 def effective_values(x, aff) -> jnp.ndarray:
     """``(requantize(x) << t) + offset`` in float32 from :func:`affine` constants
-    (broadcast against ``x``): ``clip(floor((x - off) * 2^-t + 0.5), lo, hi) * 2^t + off``.
-    Exact — codes are small integers and 2^+-t scalings are exact in float32 — and equal
-    to the integer rule (round half up is floor(y / 2^t + 1/2); an arithmetic right shift
-    floors), in a few vectorisable float operations instead of variable integer shifts."""
+    (broadcast against ``x``): ``clip(floor((x - off) * 2^-t + 0.5), lo, hi) * 2^t + off``;
+    with the unsigned, offset-free constants ``min(floor(x * 2^-t + 0.5) * 2^t, hi * 2^t)``
+    (the same, as ``x >= 0``). Exact — codes are small integers and 2^+-t scalings are
+    exact in float32 — and equal to the integer rule (round half up is floor(y / 2^t +
+    1/2); an arithmetic right shift floors), in a few vectorisable float operations
+    instead of variable integer shifts."""
+    x = x.astype(jnp.float32)
+    if len(aff) == 3:
+        inv, step, top = aff
+        return jnp.minimum(jnp.floor(x * inv + 0.5) * step, top)
     off, inv, lo, hi, step = aff
-    q = jnp.floor((x.astype(jnp.float32) - off) * inv + 0.5)
+    q = jnp.floor((x - off) * inv + 0.5)
     return jnp.clip(q, lo, hi) * step + off
 
 

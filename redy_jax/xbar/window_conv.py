@@ -24,7 +24,7 @@ from redy_jax.xbar.conv import ConvShape
 from redy_jax.xbar.exact import code_bound, exact_matmul
 from redy_jax.xbar.layout import Tiling
 from redy_jax.xbar.lowering import tap_slices
-from redy_jax.xbar.plan import Plan, affine, code_range, effective_values
+from redy_jax.xbar.plan import Plan, affine, effective_values
 
 
 def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: ConvShape,
@@ -39,18 +39,7 @@ def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Con
     out_hw, taps, n = shape.out_hw, shape.taps, shape.cout // shape.groups
     t, ct = tiling.n_row_tiles, tiling.rows_per_tile // taps
     x_max = code_bound(act_bits, sign_bit, True)
-    if plan.offsets is None and not sign_bit:
-        # Unsigned codes (x >= 0), no offsets: clip(floor(x 2^-t + 1/2), 0, hi) 2^t is
-        # min(floor(x 2^-t + 1/2) 2^t, hi 2^t): 5 float operations per lowered element
-        # instead of 9.
-        shifts = plan.shifts.astype(jnp.float32)
-        top = code_range(plan.bits, False)[1].astype(jnp.float32) * jnp.exp2(shifts)
-        aff = (jnp.exp2(-shifts), jnp.exp2(shifts), top)
-        requant = lambda x, inv, step, hi: jnp.minimum(jnp.floor(x * inv + 0.5) * step, hi)
-    else:
-        offsets = jnp.zeros_like(plan.shifts) if plan.offsets is None else plan.offsets
-        aff = affine(offsets, plan.shifts, plan.bits, sign_bit)
-        requant = lambda x, *a: effective_values(x, a)
+    aff = affine(plan.offsets, plan.shifts, plan.bits, sign_bit)
     xs = xs.astype(jnp.float32)  # once per pixel, not once per lowered element
     # (G, B * m, T) -> (B, Ho, Wo, G, T): sliced with the input, by image or by row block
     aff = tuple(jnp.moveaxis(a.reshape(groups, b, *out_hw, t), 0, 3) for a in aff)
@@ -80,14 +69,15 @@ def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Con
         v = c * r * wo
         prm = tuple(a.reshape(v, groups, t, 1, 1) for a in prm)  # (V, G, T, 1, 1)
         xg = xc.reshape(*xc.shape[:3], groups, cin_g)
+        mm = lambda a, w: exact_matmul(a, w, x_max, weight_bits)
         y = 0
         for (lo, hi, width), wp in zip(pieces, w_pieces, strict=True):
             xp = xg[..., lo * ct:lo * ct + (hi - lo) * width].reshape(*xc.shape[:3], -1)
             x = jnp.stack([a.reshape(v, groups, hi - lo, width) for a in
                            tap_slices(xp, (kh, kw), shape.strides, shape.dilation)], axis=3)
-            eff = requant(x, *(p[:, :, lo:hi] for p in prm))  # (V, G, tiles, taps, width)
+            # (V, G, tiles, taps, width), each tile's constants over its taps x channels
+            eff = effective_values(x, tuple(p[:, :, lo:hi] for p in prm))
             eff = (eff if sign_bit else eff - zero_point).reshape(v, groups, -1)  # centred
-            mm = lambda a, w: exact_matmul(a, w, x_max, weight_bits)
             if groups == 1:
                 y = y + mm(eff[:, 0], wp[0])[:, None]
             else:
