@@ -32,7 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from redy_jax.policy.stats import bits_needed, digits_for_bits, group_stats, unit_counts
+from redy_jax.policy.stats import (
+    bits_needed,
+    digits_for_bits,
+    group_stats,
+    per_vector,
+    unit_counts,
+)
 from redy_jax.xbar.plan import (
     GRANULARITIES,
     GroupSums,
@@ -183,6 +189,8 @@ class ReDy:
 
             cand = jax.vmap(candidate, out_axes=-1)(jnp.arange(probs.shape[-1] + 1))
             relaxation = Relaxation(*cand, probs=probs)
+        offset, t, n, planes, relaxation = per_vector((offset, t, n, planes, relaxation),
+                                                      ctx, self.granularity)
         return Plan(planes=planes, shifts=t, offsets=offset if use_offset else None, bits=n,
                     relaxation=relaxation, granularity=self.granularity, unit="redy",
                     **unit_counts(ctx, self.granularity, t.shape[0], ctx.spec.redy_meta_bits))

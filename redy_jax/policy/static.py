@@ -5,7 +5,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import struct
 
-from redy_jax.policy.stats import bits_needed, digits_for_bits, group_stats, unit_counts
+from redy_jax.policy.stats import (
+    bits_needed,
+    digits_for_bits,
+    group_stats,
+    per_vector,
+    unit_counts,
+)
 from redy_jax.xbar.plan import GRANULARITIES, GroupSums, LayerContext, Plan
 
 
@@ -75,6 +81,7 @@ class LeadingZeroSkip:
             bits = jnp.maximum(bits, bits_needed(mn.astype(jnp.int32), True))
         planes = jnp.minimum(digits_for_bits(bits, ctx.spec),
                              digits_for_bits(ctx.bits, ctx.spec)).astype(jnp.int32)
+        planes = per_vector(planes, ctx, self.granularity)
         return Plan(planes=planes, granularity=self.granularity, unit="lzs",
                     **unit_counts(ctx, self.granularity, planes.shape[0],
                                   ctx.spec.redy_meta_bits // 2))
