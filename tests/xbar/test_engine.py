@@ -274,6 +274,39 @@ def test_chunked_faithful_path_equals_unchunked():
     assert int(whole[1].sum()) > 0
 
 
+@pytest.mark.parametrize("k", [2 * 128 + 19, 128 + 85, 128 + 86])
+def test_short_last_tile_exact_shortcut_equals_its_bit_plane_model(k):
+    """A last row tile so short that none of its conversions can clip (19 or 85 rows
+    of 3-level cells under an 8-bit ADC: at most 255) is summed exactly; the result and
+    the saturation count equal the bit-plane model of every tile (``last_rows`` None),
+    while the full tiles do clip. At 86 rows (258 > 255) the last tile can clip and
+    goes through the bit-plane model."""
+    from redy_jax.xbar import to_tiles
+    from redy_jax.xbar.bit_serial import faithful_partial_sums
+
+    rng = np.random.default_rng(k)
+    spec = isaac(flipped_encoding=False)
+    assert spec.adc_is_exact(19) and spec.adc_is_exact(85) and not spec.adc_is_exact(86)
+    t = tile(k, 24, spec)
+    x = np.asarray(rng.integers(0, 256, (40, k)))
+    x[:4] = 255  # every digit one: full tiles' columns clip
+    w = rng.integers(-128, 128, (k, 24))
+    w[:, :6] = rng.integers(64, 128, (k, 6))
+    x_t = to_tiles(jnp.asarray(x, jnp.int32), t)
+    stored = store_weights(jnp.asarray(w, jnp.int32), t, spec)
+    short = faithful_partial_sums(x_t, stored, spec, False, last_rows=t.rows_used[-1])
+    model = faithful_partial_sums(x_t, stored, spec, False)
+    for a, b in zip(short, model, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(model[1].sum()) > 0
+    lo = 128 * (t.n_row_tiles - 1)
+    tail, exact = np.asarray(short[0])[:, -1], x[:, lo:] @ w[lo:]
+    if spec.adc_is_exact(k - lo):
+        np.testing.assert_array_equal(tail, exact)
+    else:  # 86 rows of all-ones digits reach 258 > 255 in the top slices: they clip
+        assert not np.array_equal(tail[:4], exact[:4])
+
+
 @pytest.mark.parametrize("kernel,strides,padding,dilation", [
     ((3, 3), (1, 1), "SAME", (1, 1)), ((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),
     ((5, 5), (1, 1), "VALID", (1, 1)), ((3, 3), (1, 1), "SAME", (2, 2)),
