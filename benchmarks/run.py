@@ -11,7 +11,7 @@ flipped encoding off, so the bit-plane path runs), reporting ratios to the float
 time, plus the process's peak RSS. Each time is the best of ``--repeats`` rounds
 (faithful: half as many) after a warm-up (compilation excluded), the simulated passes
 interleaved with the float pass so that every ratio compares runs made under the same
-machine load. ``--quick`` (< 3 min here, most of it XLA compilation; 3 rounds) keeps
+machine load. ``--quick`` (< 3 min here, most of it XLA compilation) keeps
 ResNet-20: 250 images, faithful static and ReDy on the first 100.
 """
 
@@ -99,10 +99,11 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     p.add_argument("--images", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None,
-                   help="interleaved rounds (default 5; 3 with --quick)")
+                   help="interleaved rounds (default 5: fewer let this VM's 10-30%% "
+                        "noise through)")
     args = p.parse_args(argv)
     n = args.images or (250 if args.quick else 1000)
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or 5
     faithful_images = 100 if args.quick else None  # --quick: < 3 min in all
 
     from redy_jax import data
@@ -154,6 +155,7 @@ def main(argv=None):
         "cpu_model": cpu_model(), "l2_cache_bytes": l2_cache_bytes(),
         "chunk_bytes": dict(CHUNK_BYTES),
         "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
+        "repeats": repeats,
     }
     if args.out:
         atomic_write_json(args.out, result)
