@@ -52,17 +52,26 @@ def im2col(x, kernel, strides, padding, dilation=(1, 1), pad_value=0):
     return jnp.stack(taps, axis=-1).reshape(*taps[0].shape[:3], -1)
 
 
-def tile_pieces(a, cin: int, ct: int) -> list:
-    """The ``cin`` channels (last axis) of ``a`` as at most two pieces shaped
-    (..., tiles, width), with the row tiles each covers: the channels of whole row tiles
-    of ``ct`` channels (width ct), then those of a partial last tile (one tile). Always
-    two array operations whatever the number of tiles, and no channel padding."""
+def tile_piece_ranges(cin: int, ct: int) -> list[tuple[int, int, int]]:
+    """``(first tile, end tile, width)`` of the at most two pieces that ``cin`` channels
+    split into with ``ct`` channels per row tile: the channels of whole row tiles (width
+    ``ct``), then those of a partial last tile (one tile). Piece ``(lo, hi, width)``
+    holds channels ``[lo * ct, lo * ct + (hi - lo) * width)``."""
     full = cin // ct
-    pieces = [(a[..., :full * ct].reshape(*a.shape[:-1], full, ct), slice(0, full))
-              ] if full else []
+    pieces = [(0, full, ct)] if full else []
     if cin > full * ct:
-        pieces.append((a[..., full * ct:][..., None, :], slice(full, full + 1)))
+        pieces.append((full, full + 1, cin - full * ct))
     return pieces
 
 
-__all__ = ["conv_geometry", "im2col", "tap_slices", "tile_pieces"]
+def tile_pieces(a, cin: int, ct: int) -> list:
+    """The ``cin`` channels (last axis) of ``a`` as the pieces of
+    :func:`tile_piece_ranges`, each shaped (..., tiles, width), with the row tiles each
+    covers. Always two array operations whatever the number of tiles, and no channel
+    padding."""
+    return [(a[..., lo * ct:lo * ct + (hi - lo) * width].reshape(*a.shape[:-1], hi - lo,
+                                                                  width), slice(lo, hi))
+            for lo, hi, width in tile_piece_ranges(cin, ct)]
+
+
+__all__ = ["conv_geometry", "im2col", "tap_slices", "tile_piece_ranges", "tile_pieces"]

@@ -23,7 +23,7 @@ from redy_jax.xbar.chunks import map_image_chunks, map_row_blocks, per_chunk
 from redy_jax.xbar.conv import ConvShape
 from redy_jax.xbar.exact import code_bound, exact_matmul
 from redy_jax.xbar.layout import Tiling
-from redy_jax.xbar.lowering import tap_slices
+from redy_jax.xbar.lowering import tap_slices, tile_piece_ranges
 from redy_jax.xbar.plan import Plan, affine, effective_values
 
 
@@ -45,10 +45,7 @@ def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Con
     aff = tuple(jnp.moveaxis(a.reshape(groups, b, *out_hw, t), 0, 3) for a in aff)
     # Tile pieces: the channels of whole row tiles, then those of a partial last tile;
     # each piece's rows in (tile, tap, channel) order, the order of its lowered patches.
-    full = cin_g // ct
-    pieces = [(0, full, ct)] if full else []
-    if cin_g > full * ct:
-        pieces.append((full, full + 1, cin_g - full * ct))
+    pieces = tile_piece_ranges(cin_g, ct)
     wt = w_codes.reshape(cin_g, taps, groups, n)
 
     def piece_weights(lo, hi, width):  # (G, tiles * taps * width, n)
