@@ -4,11 +4,12 @@ accelerator and on the CPU, then the quick benchmark there; as JSON.
     python benchmarks/gpu_check.py --out benchmarks/results/gpu_check.json
 
 Runs one conv layer through each execution strategy of the layer engine (static conv,
-LZS, channel and window ReDy, the relaxed tuning path, dense layers, the faithful
-bit-plane model with and without clipping) and ``crossbar_matmul`` in both modes, on
-JAX's default device and on the CPU, and requires identical outputs and counts — which
-needs ``precision=HIGHEST`` on every exact product (TF32 would round operands on
-recent NVIDIA GPUs). Then LeNet-5 exact vs faithful logits on the device, and
+LZS, channel and window ReDy, the relaxed tuning path, dense layers, faithful mode
+with and without clipping and with data-pruned reads, the bit-plane model of every read
+with and without clipping) and ``crossbar_matmul`` in every mode, on JAX's default
+device and on the CPU, and requires identical outputs and counts — which needs
+``precision=HIGHEST`` on every exact product (TF32 would round operands on recent
+NVIDIA GPUs). Then LeNet-5 exact vs bit-plane logits on the device, and
 ``benchmarks/run.py --quick``. Under 5 minutes on one GPU; exits non-zero if a check
 fails. On a CPU-only machine the comparison is CPU against CPU (a smoke run).
 """
@@ -45,6 +46,10 @@ def _paths():
         "dense_tiled": (ReDy(thresholds=thr), "dense", isaac(), "exact"),
         "faithful_exact_adc": (ReDy(thresholds=thr), "conv", isaac(), "faithful"),
         "faithful_clipping": (Static(), "conv", isaac(adc_bits=6), "faithful"),
+        "faithful_pruned": (ReDy(thresholds=thr), "conv", isaac(flipped_encoding=False),
+                            "faithful"),
+        "bit_plane_exact_adc": (ReDy(thresholds=thr), "conv", isaac(), "bit_plane"),
+        "bit_plane_clipping": (Static(), "conv", isaac(adc_bits=6), "bit_plane"),
     }
 
 
@@ -80,7 +85,7 @@ def device_equals_cpu() -> dict[str, bool]:
     xi = rng.integers(0, 256, (64, 700))
     wi = rng.integers(-128, 128, (700, 96))
     ref = xi.astype(np.int64) @ wi
-    for mode in ("exact", "faithful"):
+    for mode in ("exact", "faithful", "bit_plane"):
         y, _ = rj.crossbar_matmul(xi, wi, rj.isaac(), mode=mode)
         checks[f"matmul_{mode}_equals_integer"] = bool(np.array_equal(np.asarray(y), ref))
     y7, c7 = rj.crossbar_matmul(xi, wi, rj.isaac(adc_bits=7))
@@ -106,9 +111,9 @@ def main(argv=None):
     le, _ = rj.evaluate(s.model, s.variables, s.test_images, s.spec, Static(),
                         calibration=s.calibration, mode="exact")
     lf, _ = rj.evaluate(s.model, s.variables, s.test_images, s.spec, Static(),
-                        calibration=s.calibration, mode="faithful")
-    checks["lenet5_exact_equals_faithful"] = bool(np.array_equal(np.asarray(le),
-                                                                 np.asarray(lf)))
+                        calibration=s.calibration, mode="bit_plane")
+    checks["lenet5_exact_equals_bit_plane"] = bool(np.array_equal(np.asarray(le),
+                                                                  np.asarray(lf)))
     bench = None
     if not args.no_benchmark:
         import run as bench_run

@@ -183,7 +183,7 @@ class RunOptions:
     preset: Annotated[str, typer.Option(help="hardware preset")] = "isaac"
     set_: Annotated[list[str] | None, typer.Option("--set", help="spec override: "
                                                    "--set adc_bits=6")] = None
-    mode: Annotated[str, typer.Option(help="auto | exact | faithful")] = "auto"
+    mode: Annotated[str, typer.Option(help="auto | exact | faithful | bit_plane")] = "auto"
     granularity: GranOpt = "window"
     thresholds: Annotated[str | None, typer.Option(help="ReDy thresholds JSON file")] = None
     tuned: Annotated[bool, typer.Option(help="use the shipped tuned thresholds")] = False

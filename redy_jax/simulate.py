@@ -348,7 +348,8 @@ def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,
         or a :class:`PolicyMap` choosing one per layer path.
       calibration: static activation quantisers (:func:`calibrate`); required unless the
         policy is ``Float()``.
-      mode: ``auto`` / ``exact`` / ``faithful`` (see :func:`redy_jax.crossbar_matmul`).
+      mode: ``auto`` / ``exact`` / ``faithful`` / ``bit_plane`` (see
+        :func:`redy_jax.xbar.resolve_mode`).
       shard: split the batch over all devices (a ``('data',)`` mesh) when there are
         several and the batch divides evenly; results are identical to one device.
       apply_kwargs: keyword arguments of ``model.apply`` (default: its inference flag).

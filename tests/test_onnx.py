@@ -72,7 +72,7 @@ def _simulate_all_policies(arch):
     mixed = rj.policy.PolicyMap.per_layer({p: policies[i % 3]
                                            for i, p in enumerate(cal.layers)})
     le, re = rj.evaluate(mod, v, x, spec, mixed, calibration=cal, mode="exact")
-    lf, rf = rj.evaluate(mod, v, x, spec, mixed, calibration=cal, mode="faithful")
+    lf, rf = rj.evaluate(mod, v, x, spec, mixed, calibration=cal, mode="bit_plane")
     np.testing.assert_array_equal(np.asarray(le), np.asarray(lf))
     assert re.to_dict() == rf.to_dict()
 

@@ -76,7 +76,7 @@ def _reference(model_vars, x, cal):
         p["head"]["bias"])
 
 
-@pytest.mark.parametrize("mode", ["exact", "faithful"])
+@pytest.mark.parametrize("mode", ["exact", "faithful", "bit_plane"])
 def test_user_model_logits_equal_integer_reference(user_net, mode):
     model, variables, x, spec, cal = user_net
     logits, report = evaluate(model, variables, x, spec, Static(), calibration=cal, mode=mode)

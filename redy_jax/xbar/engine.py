@@ -22,7 +22,7 @@ from redy_jax.xbar.layout import Tiling, tile
 from redy_jax.xbar.plan import Plan
 from redy_jax.xbar.weights import StoredWeights, store_weights
 
-MODES = ("auto", "exact", "faithful")
+MODES = ("auto", "exact", "faithful", "bit_plane")
 X_ENCODINGS = ("unsigned", "sign_bit", "zero_point")
 
 COUNT_FIELDS = (
@@ -93,7 +93,14 @@ class Counts:
 
 
 def resolve_mode(mode: str, tiling: Tiling, spec: HardwareSpec) -> str:
-    """``auto`` -> ``exact`` when no conversion can clip or round, else ``faithful``."""
+    """The mode a layer runs in: ``auto`` -> ``exact`` when the spec proves that no
+    conversion can clip or round, else ``faithful``; the others as given.
+
+    ``exact``: one exact integer product (only on such a spec). ``faithful``: the
+    hardware's integers and ADC saturations, every read that the spec or the streamed
+    data cannot prove exact through the bit-plane model, the others summed exactly
+    (same results, less work). ``bit_plane``: every read through the bit-plane model,
+    proven exact or not (to verify or time the model itself)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     exact_ok = spec.adc_is_exact(tiling.rows_per_tile)
@@ -184,7 +191,7 @@ def count_events(plan: Plan, tiling: Tiling, spec: HardwareSpec, *, vectors: int
 
 def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: HardwareSpec, *,
               signed: bool, mode: str, plan: Plan = Plan(), layer_bits=None,
-              zero_point: bool = False) -> tuple[jnp.ndarray, Counts]:
+              zero_point: bool = False, prune: bool = True) -> tuple[jnp.ndarray, Counts]:
     """Crossbar products of tiled codes and their events.
 
     Args:
@@ -193,6 +200,10 @@ def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: Hard
         plane, no shift); ``plan.shifts`` (V, T) are the LSBs dropped per group: the
         S+A shift of plane i is i + t.
       layer_bits, zero_point: see :func:`count_events`.
+      mode: see :func:`resolve_mode`.
+      prune: with ``faithful``, leave the vectors the data proves exact out of the
+        bit-plane model (:func:`~redy_jax.xbar.bit_serial.pruned_partial_sums`); False
+        under ``vmap``, where its branches would all run.
     Returns:
       ``(y, counts)``: int32 (V, N) outputs before zero-point removal, per-vector counts.
     """
@@ -207,8 +218,9 @@ def run_tiles(x_tiles: jnp.ndarray, w: StoredWeights, tiling: Tiling, spec: Hard
         if mode == "exact":
             partial = exact_tile_sums(x_tiles, w.codes, x_max, spec.weight_bits)
         else:
-            partial, saturated = faithful_partial_sums(x_tiles, w, spec, signed,
-                                                       last_rows=tiling.rows_used[-1])
+            partial, saturated = faithful_partial_sums(
+                x_tiles, w, spec, signed, last_rows=tiling.rows_used[-1],
+                prune=mode == "faithful" and prune)
         if plan.shifts is not None:
             partial = partial << plan.shifts[..., None]
         y = partial.sum(axis=1)
@@ -262,8 +274,10 @@ def crossbar_matmul(x_codes, w_codes, spec: HardwareSpec, *, x_encoding: str = "
       spec: the hardware.
       x_encoding: how ``x_codes`` are streamed (see above).
       zero_point: subtracted from ``x_codes`` (digitally, ``zp * sum_k w``) with ``zero_point``.
-      mode: ``auto`` (exact fast path when the ADC cannot clip, else faithful), ``exact``,
-        or ``faithful`` (every bit-plane and conversion modelled).
+      mode: ``auto`` (exact fast path when the ADC cannot clip, else faithful),
+        ``exact``, ``faithful`` (the hardware's integers and saturations: every read the
+        spec or the data cannot prove exact through the bit-plane model) or
+        ``bit_plane`` (every read through the model); see :func:`resolve_mode`.
       taps: rows per input channel, for channel-aligned row tiles (kh*kw of a conv).
 
     Returns:

@@ -35,7 +35,7 @@ from redy_jax.xbar.conv import ConvShape, channel_conv, static_conv
 from redy_jax.xbar.engine import Counts, count_events, resolve_mode
 from redy_jax.xbar.exact import HIGHEST
 from redy_jax.xbar.layout import Tiling, tile
-from redy_jax.xbar.lowering import conv_geometry
+from redy_jax.xbar.lowering import conv_geometry, tap_major_rows
 from redy_jax.xbar.plan import LayerContext, Plan, Policy
 from redy_jax.xbar.statistics import conv_sums, tile_sums
 from redy_jax.xbar.tiled import combine_groups, nt_histogram, tiled_layer
@@ -116,7 +116,8 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
       x: float input, NHWC for convs, (B, Din) for dense.
       kernel: HWIO conv kernel (kh, kw, Cin/groups, Cout) or dense (Din, Dout).
       policy: a precision policy (the :class:`~redy_jax.xbar.plan.Policy` protocol).
-      mode: ``auto`` / ``exact`` / ``faithful`` (see :func:`~redy_jax.xbar.resolve_mode`).
+      mode: ``auto`` / ``exact`` / ``faithful`` / ``bit_plane`` (see
+        :func:`~redy_jax.xbar.resolve_mode`).
       ste: add straight-through gradients w.r.t. ``x`` and the kernel (see
         ``_straight_through``).
       capture: when a dict, filled with the layer's ``input``, ``codes``, integer
@@ -147,7 +148,8 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     w_codes, w_scale = quantize_weights(w2, spec.weight_bits)
     tiling = tile(k, n, spec, taps)
     m = math.prod(out_hw)
-    exact = resolve_mode(mode, tiling, spec) == "exact"
+    resolved = resolve_mode(mode, tiling, spec)
+    exact = resolved == "exact"
     ctx = LayerContext(path=path, kind=kind, tiling=tiling, spec=spec, images=b,
                        vectors_per_image=m, signed=quant.signed, sign_bit=sign_bit,
                        bits=quant.bits)
@@ -189,12 +191,16 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
             y_int = window_conv(xs, plan, w_codes, tiling, shape, zp, sign_bit,
                                 spec.act_bits, spec.weight_bits)
     else:
-        wg = jnp.transpose(w_codes.reshape(k, groups, n), (1, 0, 2))  # (G, K, N)
+        w_rows = w_codes
+        if kind != "dense":  # the row order of lowered_tiles (tap-major in each tile)
+            w_rows = w_codes[tap_major_rows(cin_g, taps, tiling.rows_per_tile // taps)]
+        wg = jnp.transpose(w_rows.reshape(k, groups, n), (1, 0, 2))  # (G, K, N)
         stored = jax.vmap(lambda w: store_weights(w, tiling, spec))(wg)
         y_int, c_counts, c_hist = tiled_layer(
             xs, plan, stored, tiling, spec, kind=kind, groups=groups, cin_g=cin_g,
             kernel=(kh, kw), strides=tuple(strides), dilation=tuple(kernel_dilation),
-            out_hw=out_hw, exact=exact, ctx=ctx, zero_point=zp, count=not (exact and hard))
+            out_hw=out_hw, exact=exact, ctx=ctx, zero_point=zp, count=not (exact and hard),
+            prune=resolved == "faithful")
         if not (exact and hard):
             counts, hist = c_counts, c_hist
     y = y_int.astype(jnp.float32) * (quant.scale * w_scale)

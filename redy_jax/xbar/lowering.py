@@ -4,6 +4,7 @@ row-tile pieces of channels, output geometry. Pure data movement, no arithmetic.
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -74,4 +75,40 @@ def tile_pieces(a, cin: int, ct: int) -> list:
             for lo, hi, width in tile_piece_ranges(cin, ct)]
 
 
-__all__ = ["conv_geometry", "im2col", "tap_slices", "tile_piece_ranges", "tile_pieces"]
+def tap_major_rows(cin: int, taps: int, ct: int) -> np.ndarray:
+    """Row permutation (K,) from channel-major rows (``channel * taps + tap``) to the
+    rows of :func:`lowered_tiles`: per row tile (``ct`` channels; the last one may hold
+    fewer), tap-major (tap slowest, channel fastest). A tile keeps the same rows, only
+    their order inside it changes, and no crossbar sum depends on that order."""
+    order = [c * taps + tap for lo, hi, width in tile_piece_ranges(cin, ct)
+             for tl in range(lo, hi) for tap in range(taps)
+             for c in range(tl * ct, tl * ct + width)]
+    return np.asarray(order, np.int64)
+
+
+def lowered_tiles(xp, cin: int, ct: int, kernel, strides, dilation) -> jnp.ndarray:
+    """Row tiles (B, Ho, Wo, G, T, taps * ct) of an already padded NHWC ``xp``
+    (B, Hp, Wp, G * cin): per tile piece (:func:`tile_piece_ranges`), the kernel taps'
+    strided views stacked next to the tile's channels, rows in the order of
+    :func:`tap_major_rows`; a partial last tile is zero-padded to full rows (its
+    padding rows hold no weights and must stream zeros). Much cheaper on XLA:CPU than
+    channel-major rows (:func:`im2col`), which interleave every element."""
+    b, hp, wp, c = xp.shape
+    groups = c // cin
+    r = kernel[0] * kernel[1] * ct  # rows of a full tile
+    xg = xp.reshape(b, hp, wp, groups, cin)
+    parts = []
+    for lo, hi, width in tile_piece_ranges(cin, ct):
+        piece = xg[..., lo * ct:lo * ct + (hi - lo) * width].reshape(b, hp, wp, -1)
+        views = tap_slices(piece, kernel, strides, dilation)  # each (B, Ho, Wo, G*tl*w)
+        x = jnp.stack([a.reshape(*a.shape[:3], groups, hi - lo, width) for a in views],
+                      axis=5)  # (B, Ho, Wo, G, tiles, taps, width)
+        x = x.reshape(*x.shape[:5], -1)
+        if x.shape[-1] < r:
+            x = jnp.pad(x, ((0, 0),) * 5 + ((0, r - x.shape[-1]),))
+        parts.append(x)
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=4)
+
+
+__all__ = ["conv_geometry", "im2col", "lowered_tiles", "tap_major_rows", "tap_slices",
+           "tile_piece_ranges", "tile_pieces"]

@@ -2,8 +2,8 @@
 exact ADC, an exact product of the values the streamed codes stand for).
 
 Used for every faithful (clipping or rounding) ADC, every relaxed (tuning) plan, and
-dense layers. The codes are lowered to row tiles (im2col, channel-major rows, channels
-zero-padded to whole row tiles) per chunk of images (:mod:`redy_jax.xbar.chunks`),
+dense layers. The codes are lowered to row tiles (tap-major rows inside each tile, a
+partial last tile zero-padded) per chunk of images (:mod:`redy_jax.xbar.chunks`),
 requantised as planned, and streamed; events are counted here when they depend on the
 conversions (saturations) or on relaxed planes.
 """
@@ -19,7 +19,7 @@ from redy_jax.xbar.chunks import map_image_chunks, per_chunk
 from redy_jax.xbar.engine import Counts, count_events, run_tiles
 from redy_jax.xbar.exact import HIGHEST, code_bound, exact_matmul
 from redy_jax.xbar.layout import Tiling
-from redy_jax.xbar.lowering import im2col
+from redy_jax.xbar.lowering import lowered_tiles
 from redy_jax.xbar.plan import (
     LayerContext,
     Plan,
@@ -67,7 +67,7 @@ def soft_values(x_tiles: jnp.ndarray, plan: Plan, sign_bit: bool):
 
 def stream_group(x_tiles: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling: Tiling,
                  spec: HardwareSpec, *, exact: bool, ctx: LayerContext, zero_point,
-                 count: bool):
+                 count: bool, prune: bool = True):
     """Streams one crossbar group's codes as planned.
 
     Args:
@@ -79,6 +79,8 @@ def stream_group(x_tiles: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling
       zero_point: the layer's zero point (0 when it streams no zero-point codes).
       count: count the events here (faithful ADC: saturations; relaxed plans: soft
         planes).
+      prune: a faithful ADC models only the reads the data cannot prove exact (see
+        :func:`~redy_jax.xbar.engine.run_tiles`); False models every read.
     Returns:
       ``(y_int (V, N), counts per vector or None, nt_hist or None)``.
     """
@@ -111,7 +113,8 @@ def stream_group(x_tiles: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling
             raise ValueError("a relaxed (temperature > 0) ReDy policy needs an exact ADC "
                              "(mode='exact' or 'auto' on a spec whose ADC cannot clip)")
         y, counts = run_tiles(codes, stored, tiling, spec, signed=sign_bit, mode="faithful",
-                              plan=plan, layer_bits=ctx.bits, zero_point=ctx.zero_point)
+                              plan=plan, layer_bits=ctx.bits, zero_point=ctx.zero_point,
+                              prune=prune)
         if plan.offsets is not None:  # per-group zero points, restored per row tile
             y = y + jnp.einsum("vt,tn->vn", plan.offsets, stored.codes.sum(axis=1),
                                precision=HIGHEST)
@@ -126,11 +129,14 @@ def stream_group(x_tiles: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling
 
 def tiled_layer(xs: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling: Tiling,
                 spec: HardwareSpec, *, kind: str, groups: int, cin_g: int, kernel, strides,
-                dilation, out_hw, exact: bool, ctx: LayerContext, zero_point, count: bool):
+                dilation, out_hw, exact: bool, ctx: LayerContext, zero_point, count: bool,
+                prune: bool = True):
     """A whole layer through :func:`stream_group`, in chunks of images.
 
     ``xs``: streamed codes (B, Hp, Wp, G * Cin_g) spatially padded for convs, (B, D) for
     dense layers; plan leaves (G, B * m, ...); ``stored`` leaves (G, ...).
+    ``prune``: see :func:`stream_group`; only a single group's program prunes (under
+    ``vmap`` over groups every branch of the pruned model would run).
     Returns ``(y_int (B, *out_hw, G * N), counts per image or None, hist or None)``."""
     b = xs.shape[0]
     t, ct = tiling.n_row_tiles, tiling.rows_per_tile // tiling.taps
@@ -140,17 +146,17 @@ def tiled_layer(xs: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling: Tili
     cout = groups * tiling.n
 
     def tiles_of(xc):
-        """Streamed codes (c, [Hp, Wp,] G * Cin_g) -> tiles (G, c * m, T, R): channels
-        zero-padded to whole row tiles, then lowered (im2col, channel-major rows)."""
+        """Streamed codes (c, [Hp, Wp,] G * Cin_g) -> tiles (G, c * m, T, R). Padding
+        rows stream zeros: they hold no weight cells, and the digital removal of the
+        weight bias (2^(b-1) * sum of the streamed inputs) must not see them. Conv rows
+        are tap-major inside each tile (:func:`~redy_jax.xbar.lowering.lowered_tiles`;
+        the weights were stored in the same order)."""
         c = xc.shape[0]
-        xc = xc.reshape(c, -1, groups * cin_g) if kind == "dense" else xc
-        padded = xc.reshape(*xc.shape[:-1], groups, cin_g)
-        # Padding rows stream zeros: they hold no weight cells, and the digital removal
-        # of the weight bias (2^(b-1) * sum of the streamed inputs) must not see them.
-        padded = jnp.pad(padded, ((0, 0),) * (padded.ndim - 1) + ((0, t * ct - cin_g),)
-                         ).reshape(*xc.shape[:-1], -1)
         if kind != "dense":
-            padded = im2col(padded, kernel, strides, "VALID", dilation)
+            lowered = lowered_tiles(xc, cin_g, ct, kernel, strides, dilation)
+            return jnp.moveaxis(lowered.reshape(c * m, groups, t, -1), 1, 0)
+        padded = xc.reshape(c, -1, groups, cin_g)
+        padded = jnp.pad(padded, ((0, 0),) * 3 + ((0, t * ct - cin_g),))
         return jnp.moveaxis(padded.reshape(c * m, groups, t, -1), 1, 0)
 
     def stream(args):
@@ -161,7 +167,8 @@ def tiled_layer(xs: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling: Tili
         plan_c = jax.tree_util.tree_map(
             lambda a: jnp.moveaxis(a, 1, 0).reshape(groups, c * m, *a.shape[3:]), plan_c)
         run = lambda xt, pl, st: stream_group(xt, pl, st, tiling, spec, exact=exact,
-                                              ctx=ctx, zero_point=zero_point, count=count)
+                                              ctx=ctx, zero_point=zero_point, count=count,
+                                              prune=prune and groups == 1)
         if groups == 1:  # a plain 2-D matmul (a batched one is ~2-3x slower on CPU)
             one = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
             out = run(tiles_of(xc)[0], one(plan_c), one(stored))

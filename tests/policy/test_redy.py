@@ -86,7 +86,7 @@ def test_hand_worked_window_group():
     assert sel.offsets is None and int(sel.unit_ops[0]) == 4
     w = jnp.array([[1, -2], [3, 0], [0, 1], [-1, 1]], jnp.int32)
     stored = store_weights(w, ctx.tiling, SPEC)
-    y, counts = run_tiles(sel.codes, stored, ctx.tiling, SPEC, signed=False, mode="faithful",
+    y, counts = run_tiles(sel.codes, stored, ctx.tiling, SPEC, signed=False, mode="bit_plane",
                           plan=sel.plan)
     # The crossbar computes 4 * ([50, 25, 13, 3] @ w) exactly.
     np.testing.assert_array_equal(np.asarray(y[0]), 4 * (np.array([50, 25, 13, 3]) @ np.asarray(w)))

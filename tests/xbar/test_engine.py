@@ -6,7 +6,7 @@ import hypothesis.extra.numpy as hnp
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redy_jax.hw import isaac
@@ -40,7 +40,7 @@ def problems(draw):
     return spec, enc, x, w, zp
 
 
-@given(problems(), st.sampled_from(["faithful", "auto"]))
+@given(problems(), st.sampled_from(["faithful", "bit_plane", "auto"]))
 def test_adc_that_cannot_clip_equals_integer_matmul(problem, mode):
     spec, enc, x, w, zp = problem
     assert spec.adc_is_exact()
@@ -56,7 +56,7 @@ def _adversarial(k=128, n=32):
 
 def test_isaac_128_rows_exact_at_8_adc_bits_with_flipped_encoding():
     x, w = _adversarial()
-    y, counts = crossbar_matmul(x, w, isaac(flipped_encoding=True), mode="faithful")
+    y, counts = crossbar_matmul(x, w, isaac(flipped_encoding=True), mode="bit_plane")
     np.testing.assert_array_equal(np.asarray(y), _ref(x, w))
     assert counts.total()["adc_saturations"] == 0
 
@@ -152,10 +152,12 @@ def _bit_serial_reference(x, w, spec, enc, zp=0):
     (isaac(rows=512, adc_bits=11, flipped_encoding=False), False),
 ])
 @pytest.mark.parametrize("enc", ["unsigned", "sign_bit", "zero_point"])
-def test_faithful_path_equals_a_numpy_bit_serial_reference(spec, clips, enc):
+@pytest.mark.parametrize("mode", ["faithful", "bit_plane"])
+def test_faithful_path_equals_a_numpy_bit_serial_reference(spec, clips, enc, mode):
     """Outputs and saturation counts of the faithful path, clipping and rounding
     included, equal a straightforward loop-over-tiles-planes-and-slices NumPy model
-    (K spans two full row tiles and a partial one)."""
+    (K spans two full row tiles and a partial one): with every read modelled, and with
+    the reads the data proves exact summed exactly (three rows are sparse)."""
     if enc == "sign_bit" and spec.dac_bits != 1:
         enc = "unsigned"
     rng = np.random.default_rng(spec.adc_bits * 7 + spec.rows)
@@ -166,7 +168,7 @@ def test_faithful_path_equals_a_numpy_bit_serial_reference(spec, clips, enc):
     w = rng.integers(-128, 128, (k, n))
     w[:, :8] = rng.integers(64, 128, (k, 8))  # large weights: high slices full, they clip
     zp = int(rng.integers(0, 256)) if enc == "zero_point" else 0
-    y, counts = crossbar_matmul(x, w, spec, x_encoding=enc, zero_point=zp, mode="faithful")
+    y, counts = crossbar_matmul(x, w, spec, x_encoding=enc, zero_point=zp, mode=mode)
     y_ref, sat_ref = _bit_serial_reference(x, w, spec, enc, zp)
     np.testing.assert_array_equal(np.asarray(y), y_ref)
     assert counts.total()["adc_saturations"] == sat_ref
@@ -186,7 +188,7 @@ def test_hand_worked_column_with_flip():
     assert bool(stored.flipped[0, 0, 0])
     np.testing.assert_array_equal(np.asarray(stored.cells[0, :, 0, 0]), [0, 0])
     y, counts = crossbar_matmul(np.array([[3, 1]]), np.array([[1], [1]]), spec,
-                                mode="faithful")
+                                mode="bit_plane")
     assert int(y[0, 0]) == 4
     c = counts.total()
     assert (c["xbar_reads"], c["adc_conversions"], c["dac_drives"]) == (2, 4, 4)
@@ -247,13 +249,13 @@ def test_bad_inputs_raise_clear_errors():
         crossbar_matmul(x[0], w, spec)
 
 
-def test_exact_and_faithful_paths_agree_bit_for_bit_and_in_counts():
+def test_exact_and_bit_plane_paths_agree_bit_for_bit_and_in_counts():
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (16, 300))
     w = rng.integers(-128, 128, (300, 70))
     spec = dataclasses.replace(isaac(), name="t")
     ye, ce = crossbar_matmul(x, w, spec, mode="exact")
-    yf, cf = crossbar_matmul(x, w, spec, mode="faithful")
+    yf, cf = crossbar_matmul(x, w, spec, mode="bit_plane")
     np.testing.assert_array_equal(np.asarray(ye), np.asarray(yf))
     assert ce.total() == cf.total()
 
@@ -305,6 +307,119 @@ def test_short_last_tile_exact_shortcut_equals_its_bit_plane_model(k):
         np.testing.assert_array_equal(tail, exact)
     else:  # 86 rows of all-ones digits reach 258 > 255 in the top slices: they clip
         assert not np.array_equal(tail[:4], exact[:4])
+
+
+@pytest.mark.parametrize("spec,signed", [
+    (isaac(flipped_encoding=False), False),
+    (isaac(flipped_encoding=False), True),
+    (isaac(rows=64, dac_bits=2, adc_bits=7, flipped_encoding=False), False),
+])
+@pytest.mark.parametrize("dense_rows", [0, 1, 6, 7, 48])
+def test_pruned_faithful_path_equals_the_bit_plane_model_in_every_branch(spec, signed,
+                                                                         dense_rows):
+    """Leaving the vectors the data proves exact out of the bit-plane model changes no
+    partial sum and no saturation count, whichever branch runs: no vector left (0), a
+    few gathered and modelled alone (1 and 6 of 48: at most 48 / PRUNED_SHARE = 6), or
+    the whole chunk modelled (7 and 48). Dense rows of large codes against the largest
+    weights clip; sparse codes of 0 and 1 cannot."""
+    from redy_jax.xbar import to_tiles
+    from redy_jax.xbar.bit_serial import PRUNED_SHARE, faithful_partial_sums, may_clip
+
+    rng = np.random.default_rng(dense_rows)
+    k, n, v = 2 * spec.rows + 11, 20, 48
+    assert v // PRUNED_SHARE == 6
+    lo, hi = (-128, 128) if signed else (0, 256)
+    x = rng.integers(0, 2, (v, k)) * (rng.random((v, k)) < 0.2)  # cannot clip
+    rows = rng.permutation(v)[:dense_rows]
+    x[rows] = rng.integers(lo, hi, (dense_rows, k)) | (0x7F if signed else 0xFF)
+    w = rng.integers(-128, 128, (k, n))
+    w[:, :5] = 127  # every cell at its maximum: dense rows clip
+    t = tile(k, n, spec)
+    x_t = to_tiles(jnp.asarray(x, jnp.int32), t)
+    stored = store_weights(jnp.asarray(w, jnp.int32), t, spec)
+    need = np.asarray(may_clip(x_t, stored, spec, signed))
+    np.testing.assert_array_equal(np.flatnonzero(need), np.sort(rows))
+    pruned = faithful_partial_sums(x_t, stored, spec, signed, last_rows=t.rows_used[-1],
+                                   prune=True)
+    model = faithful_partial_sums(x_t, stored, spec, signed)
+    for a, b in zip(pruned, model, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    sat = np.asarray(model[1])
+    assert (sat[rows] > 0).all() and (np.delete(sat, rows) == 0).all()
+
+
+def test_may_clip_hand_worked_bound():
+    """4 rows, 2-bit cells, 1-bit DAC, 3-bit ADC (full scale 7), no flipping. Weight
+    codes make the rows' largest cells [3, 3, 1, 0]; the bound of a plane is
+    sum_r digit_r * max(1, cellmax_r). x = [1, 1, 1, 0]: plane 0 bound 3+3+1 = 7, no
+    clip possible; x = [1, 1, 1, 1]: 8 > 7, it may clip (and the unit column, 4, does
+    not); x = [0, 0, 2, 2]: plane 1 bound 1 + 1 = 2."""
+    from redy_jax.xbar import to_tiles
+    from redy_jax.xbar.bit_serial import may_clip
+
+    spec = isaac(rows=4, cols=4, weight_bits=2, act_bits=2, adc_bits=3,
+                 flipped_encoding=False)
+    # 2-bit weights, biased u = w + 2: codes 1 -> cell 3, -1 -> cell 1, -2 -> cell 0
+    w = jnp.array([[1, -2], [-2, 1], [-1, -1], [-2, -2]])
+    t = tile(4, 2, spec)
+    stored = store_weights(w, t, spec)
+    np.testing.assert_array_equal(np.asarray(stored.cells.max(axis=(2, 3)))[0], [3, 3, 1, 0])
+    x = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1], [0, 0, 2, 2]], jnp.int32)
+    got = may_clip(to_tiles(x, t), stored, spec, False)
+    np.testing.assert_array_equal(np.asarray(got), [False, True, False])
+
+
+@settings(deadline=None, max_examples=15)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([5, 6, 7, 8]), st.booleans())
+def test_vectors_may_clip_clears_neither_clip_nor_differ_from_exact(seed, adc_bits, flip):
+    """Soundness of the bound on random codes of every density: a vector that
+    :func:`may_clip` clears has no saturated conversion in the bit-plane model and its
+    partial sums are the exact integer products."""
+    from redy_jax.xbar import to_tiles
+    from redy_jax.xbar.bit_serial import faithful_partial_sums, may_clip
+    from redy_jax.xbar.exact import exact_tile_sums
+
+    rng = np.random.default_rng(seed)
+    spec = isaac(adc_bits=adc_bits, flipped_encoding=flip)
+    k, n = 150, 24
+    x = rng.integers(0, 256, (64, k)) >> rng.integers(0, 9, (64, 1))
+    x = x * (rng.random((64, k)) < rng.random((64, 1)))
+    w = rng.integers(-128, 128, (k, n))
+    t = tile(k, n, spec)
+    x_t = to_tiles(jnp.asarray(x, jnp.int32), t)
+    stored = store_weights(jnp.asarray(w, jnp.int32), t, spec)
+    clear = ~np.asarray(may_clip(x_t, stored, spec, False))
+    partial, sat = (np.asarray(a) for a in faithful_partial_sums(x_t, stored, spec, False))
+    exact = np.asarray(exact_tile_sums(x_t, stored.codes, 255, 8))
+    assert (sat[clear] == 0).all()
+    np.testing.assert_array_equal(partial[clear], exact[clear])
+
+
+@pytest.mark.parametrize("cin,ct,groups,kernel,strides,dilation", [
+    (16, 14, 1, (3, 3), (1, 1), (1, 1)),  # one whole tile and a partial one
+    (28, 14, 1, (3, 3), (2, 2), (1, 1)),  # two whole tiles
+    (5, 14, 2, (3, 3), (1, 1), (2, 2)),   # partial tile only, two groups
+    (130, 128, 1, (1, 1), (2, 2), (1, 1)),
+])
+def test_lowered_tiles_are_channel_major_rows_in_tap_major_order(cin, ct, groups, kernel,
+                                                                  strides, dilation):
+    """lowered_tiles == the channel-major im2col rows of every group, permuted by
+    tap_major_rows and zero-padded per row tile."""
+    from redy_jax.xbar import im2col
+    from redy_jax.xbar.lowering import lowered_tiles, tap_major_rows
+
+    rng = np.random.default_rng(cin)
+    xp = jnp.asarray(rng.integers(1, 256, (2, 9, 8, groups * cin)), jnp.int32)
+    taps = kernel[0] * kernel[1]
+    r, t = taps * ct, -(-cin // ct)
+    got = lowered_tiles(xp, cin, ct, kernel, strides, dilation)
+    patches = np.asarray(im2col(xp.reshape(2, 9, 8, groups * cin), kernel, strides,
+                                "VALID", dilation))
+    b, ho, wo = patches.shape[:3]
+    rows = patches.reshape(b, ho, wo, groups, cin * taps)[..., tap_major_rows(cin, taps, ct)]
+    want = np.pad(rows, ((0, 0),) * 4 + ((0, t * r - cin * taps),)).reshape(
+        b, ho, wo, groups, t, r)
+    np.testing.assert_array_equal(np.asarray(got), want)
 
 
 @pytest.mark.parametrize("kernel,strides,padding,dilation", [

@@ -76,7 +76,8 @@ PATHS = {  # every strategy of the layer engine
     "relaxed (tiled, exact)": (ReDy(thresholds=THR, temperature=0.5), "conv", "exact"),
     "dense (tiled, exact)": (ReDy(thresholds=THR), "dense", "exact"),
     "faithful": (ReDy(thresholds=THR), "conv", "faithful"),
-    "faithful dense static": (Static(), "dense", "faithful"),
+    "bit-plane model": (ReDy(thresholds=THR), "conv", "bit_plane"),
+    "bit-plane model dense static": (Static(), "dense", "bit_plane"),
 }
 
 
@@ -100,7 +101,7 @@ def test_every_product_of_every_path_runs_at_highest_precision(path):
     assert not bad, f"{path}: products below HIGHEST precision: {bad}"
 
 
-@pytest.mark.parametrize("mode", ["exact", "faithful"])
+@pytest.mark.parametrize("mode", ["exact", "faithful", "bit_plane"])
 def test_crossbar_matmul_products_run_at_highest_precision(mode):
     x = jnp.ones((2, 300), jnp.int32)
     w = jnp.ones((300, 5), jnp.int32)

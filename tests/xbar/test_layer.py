@@ -56,7 +56,7 @@ POLICIES = {"static": Static(), "lzs": LeadingZeroSkip(),
             "redy_channel": ReDy(thresholds=jnp.array([3.0, 8.0]), granularity="channel")}
 
 
-@pytest.mark.parametrize("mode", ["exact", "faithful"])
+@pytest.mark.parametrize("mode", ["exact", "bit_plane"])
 @pytest.mark.parametrize("policy,signed", [("static", True), ("lzs", False), ("redy", True),
                                            ("redy_channel", False)])
 def test_chunked_streaming_equals_one_pass(monkeypatch, mode, policy, signed):
@@ -88,7 +88,7 @@ def test_exact_paths_equal_the_bit_plane_path(policy, signed, stride):
     run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                       policy=POLICIES[policy], spec=isaac(), mode=mode,
                                       strides=(stride, stride), padding="SAME")[:2]
-    (ye, re), (yf, rf) = run("exact"), run("faithful")
+    (ye, re), (yf, rf) = run("exact"), run("bit_plane")
     np.testing.assert_array_equal(np.asarray(ye), np.asarray(yf))
     for a, b in zip(jax.tree_util.tree_leaves(re), jax.tree_util.tree_leaves(rf), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -120,7 +120,7 @@ def test_native_conv_paths_fold_padding_exactly(policy, case):
     run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                       policy=POLICIES[policy], spec=isaac(), mode=mode,
                                       **kw)[:2]
-    (ye, re), (yf, rf) = run("exact"), run("faithful")
+    (ye, re), (yf, rf) = run("exact"), run("bit_plane")
     np.testing.assert_array_equal(np.asarray(ye), np.asarray(yf))
     for a, b in zip(jax.tree_util.tree_leaves(re), jax.tree_util.tree_leaves(rf), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -161,7 +161,7 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chu
     policy = ReDy(thresholds=jnp.array([2.0, 6.0, 15.0, 30.0]))
     run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                       policy=policy, spec=spec, mode=mode, **kw)[:2]
-    (ye, re), (yf, rf) = run("exact"), run("faithful")
+    (ye, re), (yf, rf) = run("exact"), run("bit_plane")
     assert int(np.asarray(re.nt_hist)[:, 1:].sum()) > 0  # some groups did drop LSBs
     np.testing.assert_array_equal(np.asarray(ye), np.asarray(yf))
     for a, b in zip(jax.tree_util.tree_leaves(re), jax.tree_util.tree_leaves(rf), strict=True):
@@ -205,7 +205,7 @@ def _equations(jaxpr) -> int:
     return sum(1 for _ in equations(jaxpr))
 
 
-@pytest.mark.parametrize("mode", ["exact", "faithful"])
+@pytest.mark.parametrize("mode", ["exact", "faithful", "bit_plane"])
 @pytest.mark.parametrize("policy", ["static", "lzs", "redy", "redy_channel"])
 def test_traced_layer_has_no_python_loop_over_images_windows_tiles_or_planes(
         monkeypatch, policy, mode):

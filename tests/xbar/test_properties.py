@@ -30,7 +30,7 @@ def specs(draw):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs(), st.integers(1, 150), st.integers(1, 40),
        st.sampled_from(["unsigned", "zero_point", "sign_bit"]), st.integers(0, 2**31 - 1))
-def test_faithful_equals_integer_math_wherever_the_adc_is_exact(spec, k, n, enc, seed):
+def test_bit_plane_model_equals_integer_math_wherever_the_adc_is_exact(spec, k, n, enc, seed):
     if enc == "sign_bit" and spec.dac_bits != 1:
         enc = "unsigned"
     rng = np.random.default_rng(seed)
@@ -38,7 +38,7 @@ def test_faithful_equals_integer_math_wherever_the_adc_is_exact(spec, k, n, enc,
     x = rng.integers(lo, hi, (3, k))
     w = rng.integers(-127, 128, (k, n))
     zp = int(rng.integers(0, 256)) if enc == "zero_point" else 0
-    y, counts = crossbar_matmul(x, w, spec, x_encoding=enc, zero_point=zp, mode="faithful")
+    y, counts = crossbar_matmul(x, w, spec, x_encoding=enc, zero_point=zp, mode="bit_plane")
     rows = min(spec.rows, k)
     if spec.adc_is_exact(rows):
         np.testing.assert_array_equal(np.asarray(y, np.int64), (x - zp) @ w)
