@@ -14,7 +14,9 @@ conversion and correction (32 matmuls' worth of work for 8-bit operands and 4
 slices, done as one batched product; nothing loops in Python) and returns int32
 partial sums per row tile (V, T, N). Where the ADC can clip it shows the error.
 Where the spec proves no conversion can clip or round (``HardwareSpec.adc_is_exact``)
-the same integers come from :mod:`redy_jax.xbar.exact` instead.
+the same integers come from :mod:`redy_jax.xbar.exact` instead; with ``prune`` (the
+``faithful`` mode) so do they for the input vectors whose data proves it
+(:func:`may_clip`, :func:`pruned_partial_sums`).
 """
 
 from __future__ import annotations
@@ -127,10 +129,10 @@ def faithful_partial_sums(x_tiles: jnp.ndarray, w: StoredWeights, spec: Hardware
     return (partial.reshape(chunks * chunk, t, n)[:v], sat.reshape(-1)[:v])
 
 
-PRUNED_SHARE = 8
-""":func:`pruned_partial_sums` models at most ``1 / PRUNED_SHARE`` of a chunk's vectors
-on their own (gathered); a chunk with more vectors the data cannot prove exact goes
-through the bit-plane model whole."""
+PRUNED_SHARES = (64, 8)
+""":func:`pruned_partial_sums` gathers the vectors the data cannot prove exact and
+models them on their own in a batch of ``1 / share`` of the chunk, the smallest of
+these that holds them; a chunk with more goes through the bit-plane model whole."""
 
 
 def may_clip(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
@@ -171,8 +173,9 @@ def pruned_partial_sums(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSp
                         signed: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``_faithful``'s integers and saturations, with the bit-plane model only where the
     data needs it (``adc_step == 1``): vectors that :func:`may_clip` clears are summed
-    exactly (they saturate nothing); when at most ``1/PRUNED_SHARE`` of the vectors are
-    left, those are gathered and modelled on their own, else the whole chunk is.
+    exactly (they saturate nothing); the others are gathered into the smallest batch of
+    :data:`PRUNED_SHARES` that holds them and modelled on their own, or, when there are
+    more, the whole chunk is modelled.
 
     One branch runs per call (``lax.switch``); under ``vmap`` every branch would run, so
     vmapped callers (grouped convs) use the plain model."""
@@ -180,20 +183,24 @@ def pruned_partial_sums(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSp
     x_max = code_bound(spec.act_bits, signed)
     need = may_clip(x_tiles, w, spec, signed)
     count = need.sum()
-    cap = max(1, v // PRUNED_SHARE)
+    caps = sorted({max(1, v // share) for share in PRUNED_SHARES if v // share < v})
     exact = lambda: exact_tile_sums(x_tiles, w.codes, x_max, spec.weight_bits)
     zeros = jnp.zeros((v,), jnp.int32)
 
-    def few(_):
-        idx = jnp.nonzero(need, size=cap, fill_value=v)[0]  # fill: out of range, dropped
-        part, sat = _faithful(x_tiles.at[idx].get(mode="fill", fill_value=0), w, spec,
-                              signed)
-        return (exact().at[idx].set(part, mode="drop"), zeros.at[idx].set(sat, mode="drop"))
+    def gathered(cap):
+        def run(_):
+            idx = jnp.nonzero(need, size=cap, fill_value=v)[0]  # fill: out of range
+            part, sat = _faithful(x_tiles.at[idx].get(mode="fill", fill_value=0), w, spec,
+                                  signed)
+            return (exact().at[idx].set(part, mode="drop"),
+                    zeros.at[idx].set(sat, mode="drop"))
+        return run
 
-    branch = jnp.where(count == 0, 0, jnp.where(count <= cap, 1, 2))
-    return lax.switch(branch, (lambda _: (exact(), zeros), few,
+    # branch 0: nothing to model; i: the i-th capacity holds them; last: all of them
+    branch = (count > 0).astype(jnp.int32) + sum(
+        (count > cap).astype(jnp.int32) for cap in caps)
+    return lax.switch(branch, (lambda _: (exact(), zeros), *map(gathered, caps),
                                lambda _: _faithful(x_tiles, w, spec, signed)), None)
-
 
 def _faithful(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSpec,
               signed: bool) -> tuple[jnp.ndarray, jnp.ndarray]:

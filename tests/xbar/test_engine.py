@@ -314,20 +314,20 @@ def test_short_last_tile_exact_shortcut_equals_its_bit_plane_model(k):
     (isaac(flipped_encoding=False), True),
     (isaac(rows=64, dac_bits=2, adc_bits=7, flipped_encoding=False), False),
 ])
-@pytest.mark.parametrize("dense_rows", [0, 1, 6, 7, 48])
+@pytest.mark.parametrize("dense_rows", [0, 1, 2, 12, 13, 96])
 def test_pruned_faithful_path_equals_the_bit_plane_model_in_every_branch(spec, signed,
                                                                          dense_rows):
     """Leaving the vectors the data proves exact out of the bit-plane model changes no
-    partial sum and no saturation count, whichever branch runs: no vector left (0), a
-    few gathered and modelled alone (1 and 6 of 48: at most 48 / PRUNED_SHARE = 6), or
-    the whole chunk modelled (7 and 48). Dense rows of large codes against the largest
-    weights clip; sparse codes of 0 and 1 cannot."""
+    partial sum and no saturation count, whichever branch runs: no vector left (0),
+    the few left gathered and modelled alone in a batch of 96 / 64 = 1 (1) or of
+    96 / 8 = 12 (2 and 12), or the whole chunk modelled (13 and 96). Dense rows of
+    large codes against the largest weights clip; sparse codes of 0 and 1 cannot."""
     from redy_jax.xbar import to_tiles
-    from redy_jax.xbar.bit_serial import PRUNED_SHARE, faithful_partial_sums, may_clip
+    from redy_jax.xbar.bit_serial import PRUNED_SHARES, faithful_partial_sums, may_clip
 
     rng = np.random.default_rng(dense_rows)
-    k, n, v = 2 * spec.rows + 11, 20, 48
-    assert v // PRUNED_SHARE == 6
+    k, n, v = 2 * spec.rows + 11, 20, 96
+    assert [v // share for share in PRUNED_SHARES] == [1, 12]
     lo, hi = (-128, 128) if signed else (0, 256)
     x = rng.integers(0, 2, (v, k)) * (rng.random((v, k)) < 0.2)  # cannot clip
     rows = rng.permutation(v)[:dense_rows]
