@@ -75,3 +75,12 @@ def test_readme_quotes_the_bare_engine_and_memory_results():
         d = _load(name)
         assert d["within_8gb"]
         assert f"{d['peak_rss_mb'] / 1024:.1f} GB" in section
+
+
+def test_readme_saturation_statement_is_the_committed_results():
+    """The README says the faithful benchmark spec saturates nothing on these images."""
+    assert "(0 saturations per image for every policy)" in " ".join(_speed_section().split())
+    full = _load("cpu_full.json")
+    for key in ("resnet20_fashion_mnist", "resnet18_224x224_batch1"):
+        sats = full[key]["faithful_saturations_per_image"]
+        assert sats and all(v == 0 for v in sats.values()), key
