@@ -8,7 +8,7 @@ float inference and the simulated pass for each policy (static, leading-zero ski
 ReDy with window groups and, on ResNet-20, with channel groups, both from the shipped
 calibrated thresholds) in exact-ADC mode and, on a spec whose ADC can clip (flipped
 encoding off), in ``faithful`` mode (the bit-plane model for the reads the data cannot
-prove exact, with the share of vectors it modelled and the saturations it found) and in
+prove exact, with the ADC saturations per image it found) and in
 ``bit_plane`` mode (every read through the model: the model's own cost), reporting
 ratios to the float time, plus the process's peak RSS. Each time is the best of
 ``--repeats`` rounds (faithful and bit-plane: half as many) after a warm-up
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import psutil
 from timing import best_times
 
+from redy_jax.energy import Report
 from redy_jax.files import atomic_write_json
 from redy_jax.hw import isaac
 from redy_jax.models import ResNet18, load_checkpoint
@@ -66,7 +67,7 @@ def bench(model, variables, x, cal, policies: dict, repeats: int,
     faithful_spec = isaac(flipped_encoding=False)
     run_f, _ = simulate_fn(model, exact_spec, cal, "auto")
     run_e, _ = simulate_fn(model, exact_spec, cal, "exact")
-    run_p, _ = simulate_fn(model, faithful_spec, cal, "faithful")
+    run_p, traces = simulate_fn(model, faithful_spec, cal, "faithful")
     run_b, _ = simulate_fn(model, faithful_spec, cal, "bit_plane")
     float_of = lambda xs: (lambda: run_f(variables, PolicyMap(default=Float()), xs)[0])
     call = lambda run, pol, xs: (lambda: run(variables, pol, xs))
@@ -95,15 +96,12 @@ def bench(model, variables, x, cal, policies: dict, repeats: int,
     out["bit_plane_vs_float"] = {k: v / float_b for k, v in bit_plane_s.items()}
     # What the faithful spec does on these images: ADC saturations per image (the
     # bit-plane model's, equal in both modes).
+    report = lambda records: Report.from_records(
+        records, traces.layers(xb.shape[1:]), faithful_spec, int(xb.shape[0]))
     out["faithful_saturations_per_image"] = {
-        k: float(_records_total(run_p(variables, policies[k], xb)[1], "adc_saturations"))
-        / int(xb.shape[0]) for k in names}
+        k: report(run_p(variables, policies[k], xb)[1]).per_image("adc_saturations")
+        for k in names}
     return out
-
-
-def _records_total(records, field: str) -> int:
-    """Sum of one count field over every layer's records (path -> LayerRecord)."""
-    return sum(int(jnp.sum(getattr(r.counts, field))) for r in records.values())
 
 
 def main(argv=None):

@@ -183,7 +183,7 @@ def pruned_partial_sums(x_tiles: jnp.ndarray, w: StoredWeights, spec: HardwareSp
     x_max = code_bound(spec.act_bits, signed)
     need = may_clip(x_tiles, w, spec, signed)
     count = need.sum()
-    caps = sorted({max(1, v // share) for share in PRUNED_SHARES if v // share < v})
+    caps = sorted({max(1, v // share) for share in PRUNED_SHARES})
     exact = lambda: exact_tile_sums(x_tiles, w.codes, x_max, spec.weight_bits)
     zeros = jnp.zeros((v,), jnp.int32)
 

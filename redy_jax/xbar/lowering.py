@@ -86,23 +86,34 @@ def tap_major_rows(cin: int, taps: int, ct: int) -> np.ndarray:
     return np.asarray(order, np.int64)
 
 
-def lowered_tiles(xp, cin: int, ct: int, kernel, strides, dilation) -> jnp.ndarray:
-    """Row tiles (B, Ho, Wo, G, T, taps * ct) of an already padded NHWC ``xp``
-    (B, Hp, Wp, G * cin): per tile piece (:func:`tile_piece_ranges`), the kernel taps'
-    strided views stacked next to the tile's channels, rows in the order of
-    :func:`tap_major_rows`; a partial last tile is zero-padded to full rows (its
-    padding rows hold no weights and must stream zeros). Much cheaper on XLA:CPU than
-    channel-major rows (:func:`im2col`), which interleave every element."""
+def tap_major_pieces(xp, cin: int, ct: int, kernel, strides, dilation) -> list:
+    """``[((lo, hi, width), x)]`` per tile piece (:func:`tile_piece_ranges`) of an already
+    padded NHWC ``xp`` (B, Hp, Wp, G * cin): the kernel taps' strided views of the
+    piece's channels stacked next to them, ``x`` (B, Ho, Wo, G, tiles, taps, width), so
+    each row tile's rows are one contiguous run in the order of :func:`tap_major_rows`.
+    Much cheaper on XLA:CPU than channel-major rows (:func:`im2col`), which interleave
+    every element; no channel padding."""
     b, hp, wp, c = xp.shape
     groups = c // cin
-    r = kernel[0] * kernel[1] * ct  # rows of a full tile
     xg = xp.reshape(b, hp, wp, groups, cin)
-    parts = []
+    out = []
     for lo, hi, width in tile_piece_ranges(cin, ct):
         piece = xg[..., lo * ct:lo * ct + (hi - lo) * width].reshape(b, hp, wp, -1)
         views = tap_slices(piece, kernel, strides, dilation)  # each (B, Ho, Wo, G*tl*w)
-        x = jnp.stack([a.reshape(*a.shape[:3], groups, hi - lo, width) for a in views],
-                      axis=5)  # (B, Ho, Wo, G, tiles, taps, width)
+        out.append(((lo, hi, width),
+                    jnp.stack([a.reshape(*a.shape[:3], groups, hi - lo, width)
+                               for a in views], axis=5)))
+    return out
+
+
+def lowered_tiles(xp, cin: int, ct: int, kernel, strides, dilation) -> jnp.ndarray:
+    """Row tiles (B, Ho, Wo, G, T, taps * ct) of an already padded NHWC ``xp``
+    (B, Hp, Wp, G * cin): the pieces of :func:`tap_major_pieces` with a partial last
+    tile zero-padded to full rows (its padding rows hold no weights and must stream
+    zeros)."""
+    r = kernel[0] * kernel[1] * ct  # rows of a full tile
+    parts = []
+    for _, x in tap_major_pieces(xp, cin, ct, kernel, strides, dilation):
         x = x.reshape(*x.shape[:5], -1)
         if x.shape[-1] < r:
             x = jnp.pad(x, ((0, 0),) * 5 + ((0, r - x.shape[-1]),))
@@ -110,5 +121,5 @@ def lowered_tiles(xp, cin: int, ct: int, kernel, strides, dilation) -> jnp.ndarr
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=4)
 
 
-__all__ = ["conv_geometry", "im2col", "lowered_tiles", "tap_major_rows", "tap_slices",
-           "tile_piece_ranges", "tile_pieces"]
+__all__ = ["conv_geometry", "im2col", "lowered_tiles", "tap_major_pieces", "tap_major_rows",
+           "tap_slices", "tile_piece_ranges", "tile_pieces"]

@@ -23,7 +23,7 @@ from redy_jax.xbar.chunks import map_image_chunks, map_row_blocks, per_chunk
 from redy_jax.xbar.conv import ConvShape
 from redy_jax.xbar.exact import code_bound, exact_matmul
 from redy_jax.xbar.layout import Tiling
-from redy_jax.xbar.lowering import tap_slices, tile_piece_ranges
+from redy_jax.xbar.lowering import tap_major_pieces, tap_major_rows, tile_piece_ranges
 from redy_jax.xbar.plan import Plan, affine, effective_values
 
 
@@ -45,14 +45,13 @@ def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Con
     aff = tuple(jnp.moveaxis(a.reshape(groups, b, *out_hw, t), 0, 3) for a in aff)
     # Tile pieces: the channels of whole row tiles, then those of a partial last tile;
     # each piece's rows in (tile, tap, channel) order, the order of its lowered patches.
-    pieces = tile_piece_ranges(cin_g, ct)
-    wt = w_codes.reshape(cin_g, taps, groups, n)
+    w_rows = w_codes[tap_major_rows(cin_g, taps, ct)].reshape(-1, groups, n)
 
     def piece_weights(lo, hi, width):  # (G, tiles * taps * width, n)
-        wp = wt[lo * ct:lo * ct + (hi - lo) * width].reshape(hi - lo, width, taps, groups, n)
-        return jnp.transpose(wp, (3, 0, 2, 1, 4)).reshape(groups, -1, n)
+        first = lo * ct * taps
+        return jnp.transpose(w_rows[first:first + (hi - lo) * width * taps], (1, 0, 2))
 
-    w_pieces = [piece_weights(*pc) for pc in pieces]
+    w_pieces = [piece_weights(*pc) for pc in tile_piece_ranges(cin_g, ct)]
 
     def chunk_fn(args):
         """Images (c, rows_in, Wp, C) with their windows' constants (c, R, Wo, G, T) ->
@@ -65,13 +64,11 @@ def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Con
         c, r, wo = prm[0].shape[:3]
         v = c * r * wo
         prm = tuple(a.reshape(v, groups, t, 1, 1) for a in prm)  # (V, G, T, 1, 1)
-        xg = xc.reshape(*xc.shape[:3], groups, cin_g)
         mm = lambda a, w: exact_matmul(a, w, x_max, weight_bits)
         y = 0
-        for (lo, hi, width), wp in zip(pieces, w_pieces, strict=True):
-            xp = xg[..., lo * ct:lo * ct + (hi - lo) * width].reshape(*xc.shape[:3], -1)
-            x = jnp.stack([a.reshape(v, groups, hi - lo, width) for a in
-                           tap_slices(xp, (kh, kw), shape.strides, shape.dilation)], axis=3)
+        pieces = tap_major_pieces(xc, cin_g, ct, (kh, kw), shape.strides, shape.dilation)
+        for ((lo, hi, width), x), wp in zip(pieces, w_pieces, strict=True):
+            x = x.reshape(v, groups, hi - lo, taps, width)
             # (V, G, tiles, taps, width), each tile's constants over its taps x channels
             eff = effective_values(x, tuple(p[:, :, lo:hi] for p in prm))
             eff = (eff if sign_bit else eff - zero_point).reshape(v, groups, -1)  # centred
