@@ -123,7 +123,7 @@ def to_tiles(x_codes: jnp.ndarray, tiling: Tiling) -> jnp.ndarray:
 
 def count_events(plan: Plan, tiling: Tiling, spec: HardwareSpec, *, vectors: int,
                  layer_bits=None, zero_point: bool = False,
-                 saturated: jnp.ndarray | None = None) -> Counts:
+                 saturated: jnp.ndarray | None = None, images: int | None = None) -> Counts:
     """Exact event counts per input vector from a policy's plan.
 
     Args:
@@ -135,8 +135,17 @@ def count_events(plan: Plan, tiling: Tiling, spec: HardwareSpec, *, vectors: int
       zero_point: the layer streams zero-point codes (one digital multiply-add per
         output, plus one per row tile with ReDy group offsets).
       saturated: int32 (V,) ADC conversions that clipped (faithful ADC).
+      images: when given, the counts summed over each image's ``V / images``
+        consecutive vectors, entries (images,): the same integers as
+        ``count_events(...).sum_groups(images)``, from per-image sums of the plan (every
+        count is linear in the planes per vector, except ``cycles``, the slowest row
+        tile's, summed after its max), i.e. a few reductions instead of one per field.
     """
     v = vectors
+    per = 1 if images is None else v // images  # vectors behind one entry
+    entries = v if images is None else images
+    agg = ((lambda a: a) if images is None
+           else lambda a: a.reshape(images, per, *a.shape[1:]).sum(axis=1))
     c = tiling.n_col_tiles
     t = tiling.n_row_tiles
     conv_per_plane = tiling.n * spec.slices + (c if spec.unit_column else 0)
@@ -145,20 +154,22 @@ def count_events(plan: Plan, tiling: Tiling, spec: HardwareSpec, *, vectors: int
     planes = plan.planes
     if planes is None:
         dtype = jnp.int32
-        sum_planes = full * t
-        row_planes = full * tiling.k  # sum over row tiles of planes x rows used
-        cycles = full
+        sum_planes = full * t * per
+        row_planes = full * tiling.k * per  # sum over row tiles of planes x rows used
+        cycles = full * per
     else:
         # Float planes (a relaxed policy) keep their dtype so counts stay differentiable.
         if not jnp.issubdtype(planes.dtype, jnp.floating):
             planes = planes.astype(jnp.int32)
         dtype = planes.dtype
         rows_used = jnp.asarray(tiling.rows_used, dtype)
+        cycles = agg(planes.max(axis=1))
+        planes = agg(planes)  # (entries, T)
         sum_planes = planes.sum(axis=1)
         row_planes = (planes * rows_used).sum(axis=1)
-        cycles = planes.max(axis=1)
-    const = lambda val: jnp.broadcast_to(jnp.asarray(val, dtype), (v,))
-    per_vector = lambda a: const(0) if a is None else a.astype(dtype)
+    const = lambda val: jnp.broadcast_to(jnp.asarray(val, dtype), (entries,))
+    each = lambda val: const(jnp.asarray(val, jnp.int32) * per)  # the same for every vector
+    per_vector = lambda a: const(0) if a is None else agg(a).astype(dtype)
     reads = const(sum_planes * c)
     conversions = const(sum_planes * conv_per_plane)
     in_bits = tiling.k * jnp.asarray(bits, jnp.int32)
@@ -173,18 +184,18 @@ def count_events(plan: Plan, tiling: Tiling, spec: HardwareSpec, *, vectors: int
         shift_adds=conversions,
         input_register=reads,
         output_register=reads,
-        edram_bits=const(in_bits + tiling.n * spec.act_bits),
-        bus_bits=const(in_bits),
+        edram_bits=each(in_bits + tiling.n * spec.act_bits),
+        bus_bits=each(in_bits),
         redy_unit_ops=per_vector(plan.unit_ops if plan.unit == "redy" else None),
         lzs_unit_ops=per_vector(plan.unit_ops if plan.unit == "lzs" else None),
         meta_bits=per_vector(None if plan.meta_bits is None else plan.meta_bits * c),
-        digital_macs=const(macs),
+        digital_macs=each(macs),
         stat_read_bits=per_vector(None if plan.stat_reads is None
                                   else plan.stat_reads * jnp.asarray(bits, jnp.int32)),
-        xbar_vectors=const(t * c),
+        xbar_vectors=each(t * c),
         cycles=const(cycles),
         streamed_bits=const(row_planes * spec.dac_bits),
-        activations=const(tiling.k),
+        activations=each(tiling.k),
         adc_saturations=per_vector(saturated),
     )
 

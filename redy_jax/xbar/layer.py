@@ -71,16 +71,23 @@ def count_plan(plan: Plan, tiling: Tiling, spec: HardwareSpec, ctx: LayerContext
     """Events of a hard plan with an exact ADC, in closed form: counts per image and the
     (n, t) histogram. Plan leaves (G, images * vectors_per_image, ...)."""
     v = ctx.images * ctx.vectors_per_image
-    count = lambda p: count_events(p, tiling, spec, vectors=v, layer_bits=ctx.bits,
-                                   zero_point=ctx.zero_point)
+    count = lambda p, images=ctx.images: count_events(
+        p, tiling, spec, vectors=v, layer_bits=ctx.bits, zero_point=ctx.zero_point,
+        images=images)
     layer_planes = -(-jnp.asarray(ctx.bits, jnp.int32) // spec.dac_bits)
+    first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
     if plan.planes is None and plan.unit_ops is None:  # every group streams every plane
-        counts = count(jax.tree_util.tree_map(lambda a: a[0], plan))
+        counts = count(first(plan))
         cycles = counts.cycles
         counts = jax.tree_util.tree_map(lambda a: a * groups, counts).replace(cycles=cycles)
         hist = nt_histogram(None, None, spec, v * groups * tiling.n_row_tiles, layer_planes)
-        return counts.sum_groups(ctx.images), hist
-    per_group = jax.vmap(lambda p: (count(p), nt_histogram(p.planes, p.shifts, spec)))
+        return counts, hist
+    if groups == 1:  # counted per image directly
+        p = first(plan)
+        return count(p), nt_histogram(p.planes, p.shifts, spec)
+    # groups run in parallel: a vector's latency is its slowest group's, so counts are
+    # combined per vector before they are summed per image
+    per_group = jax.vmap(lambda p: (count(p, None), nt_histogram(p.planes, p.shifts, spec)))
     counts, hist = combine_groups(*per_group(plan))
     return counts.sum_groups(ctx.images), hist
 

@@ -26,6 +26,19 @@ def tile_sums(x: jnp.ndarray, tiling: Tiling) -> GroupSums:
                      max=jnp.where(valid, xf, -big).max(-1), min=jnp.where(valid, xf, big).min(-1))
 
 
+def channel_stats(a: jnp.ndarray):
+    """``(sum, sum of squares, max, min)`` of ``a`` over its last axis, in one pass."""
+    if jnp.issubdtype(a.dtype, jnp.integer):
+        info = jnp.iinfo(a.dtype)
+        lo, hi = info.min, info.max
+    else:
+        lo, hi = -jnp.inf, jnp.inf
+    init = tuple(jnp.asarray(v, a.dtype) for v in (0, 0, lo, hi))
+    return lax.reduce((a, a * a, a, a), init,
+                      lambda p, q: (p[0] + q[0], p[1] + q[1], jnp.maximum(p[2], q[2]),
+                                    jnp.minimum(p[3], q[3])), (a.ndim - 1,))
+
+
 def conv_sums(xp, tiling: Tiling, groups: int, cin_g: int, kernel, strides, dilation,
               act_bits: int) -> GroupSums:
     """Window-level :class:`GroupSums` of a convolution, without im2col: per pixel, the
@@ -40,14 +53,12 @@ def conv_sums(xp, tiling: Tiling, groups: int, cin_g: int, kernel, strides, dila
     xf = xp.astype(jnp.int32 if small else jnp.float32).reshape(b, hp, wp, groups, cin_g)
     # Tile pieces (no channel padding: reducing a padded (..., T, ct) reshape was ~8x
     # slower on XLA:CPU; no per-tile slices: a trace that grew with T, also ~1-2x slower).
-    parts = [a for a, _ in tile_pieces(xf, cin_g, ct)]
-
-    def stack(f):  # (B, Hp, Wp, G, T)
-        out = [f(a) for a in parts]
-        return out[0] if len(out) == 1 else jnp.concatenate(out, axis=-1)
-
-    s1, s2 = stack(lambda a: a.sum(-1)), stack(lambda a: (a * a).sum(-1))
-    mx, mn = stack(lambda a: a.max(-1)), stack(lambda a: a.min(-1))
+    # One variadic reduction per piece: sum, sum of squares, max and min in a single pass
+    # over the codes (~2x faster on XLA:CPU than four reductions; unused fields are
+    # dropped by XLA).
+    parts = [channel_stats(a) for a, _ in tile_pieces(xf, cin_g, ct)]
+    s1, s2, mx, mn = (p[0] if len(parts) == 1 else jnp.concatenate(p, axis=-1)
+                      for p in zip(*parts, strict=True))  # each (B, Hp, Wp, G, T)
 
     def pool(a, op):
         """Reduces (B, Hp, Wp, G, T) over each kernel window with ``op``: one strided
@@ -64,4 +75,4 @@ def conv_sums(xp, tiling: Tiling, groups: int, cin_g: int, kernel, strides, dila
     return GroupSums(*(per_group(a).astype(jnp.float32) for a in fields))
 
 
-__all__ = ["conv_sums", "tile_sums"]
+__all__ = ["channel_stats", "conv_sums", "tile_sums"]

@@ -13,7 +13,7 @@ from redy_jax.policy import LeadingZeroSkip, ReDy, Static
 from redy_jax.quant import ActQuant, make_quant
 from redy_jax.xbar import chunks, crossbar_layer, im2col, tile, tile_sums
 from redy_jax.xbar.exact import exact_conv
-from redy_jax.xbar.statistics import conv_sums
+from redy_jax.xbar.statistics import channel_stats, conv_sums
 from tests.jaxprs import equations
 
 
@@ -36,6 +36,17 @@ def test_conv_sums_equal_sums_over_im2col_tiles(cin, k, stride, dil, groups, see
         want = tile_sums(rows.reshape(v, tl.n_row_tiles, -1), tl)
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(np.asarray(a[g]), np.asarray(b))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32])
+def test_channel_stats_one_pass_equals_four_reductions(dtype):
+    """The single variadic reduction gives each field of the four separate ones."""
+    x = np.random.default_rng(0).integers(-300, 300, (3, 5, 7, 13)).astype(dtype)
+    got = channel_stats(jnp.asarray(x))
+    want = (x.sum(-1), (x * x).sum(-1), x.max(-1), x.min(-1))
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(a), b)
 
 
 def _conv_case(seed, x_shape, signed):
