@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 from run import cpu_model  # noqa: E402
 from timing import best_time  # noqa: E402
 
+from redy_jax.cache import provenance  # noqa: E402
 from redy_jax.files import atomic_write_json  # noqa: E402
 from redy_jax.hw import isaac  # noqa: E402
 from redy_jax.xbar import crossbar_matmul, store_weights, tile, to_tiles  # noqa: E402
@@ -112,6 +113,7 @@ def main(argv=None):
         "cpus_used": len(os.sched_getaffinity(0)),
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
+        "provenance": provenance(),
     }
     print(json.dumps(out, indent=2))
     if args.json:

@@ -101,6 +101,7 @@ def main(argv=None):
     p.add_argument("--no-benchmark", action="store_true")
     args = p.parse_args(argv)
     import redy_jax as rj
+    from redy_jax.cache import provenance
     from redy_jax.files import atomic_write_json
     from redy_jax.policy import Static
     from redy_jax.study import setup
@@ -121,7 +122,8 @@ def main(argv=None):
         bench = bench_run.main(["--quick"])
     out = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
            "checks": checks, "all_passed": all(checks.values()), "benchmark": bench,
-           "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d")}
+           "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d"),
+           "provenance": provenance()}
     atomic_write_json(args.out, out)
     print(json.dumps({"backend": out["backend"], "checks": checks}, indent=2))
     return 0 if out["all_passed"] else 1

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from redy_jax.cache import provenance
 from redy_jax.files import atomic_write_json
 from redy_jax.hw import isaac
 from redy_jax.models import ResNet18, ResNet50
@@ -72,7 +73,7 @@ def main(argv=None):
         out |= {"exact_s": round(time.time() - t0, 1),
                 "mean_streamed_bits": round(rr.mean_streamed_bits(), 3)}
     out |= {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"), "provenance": provenance()}
     out["within_8gb"] = out["peak_rss_mb"] <= 8192
     print(json.dumps(out, indent=2))
     if args.out:

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import psutil
 from timing import best_times
 
+from redy_jax.cache import provenance
 from redy_jax.energy import Report
 from redy_jax.files import atomic_write_json
 from redy_jax.hw import isaac
@@ -170,7 +171,7 @@ def main(argv=None):
         "cpu_model": cpu_model(), "l2_cache_bytes": l2_cache_bytes(),
         "chunk_bytes": dict(CHUNK_BYTES),
         "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
-        "repeats": repeats,
+        "repeats": repeats, "provenance": provenance(),
     }
     if args.out:
         atomic_write_json(args.out, result)

@@ -62,6 +62,40 @@ def code_version() -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+SOURCE_PATTERNS = ("redy_jax/**/*.py", "benchmarks/*.py")
+"""The files a benchmark result depends on: the package and the benchmark scripts."""
+
+
+def source_digest(patterns=SOURCE_PATTERNS, root: Path = ROOT) -> str:
+    """SHA-256 over the relative paths and contents of the files under ``root`` that
+    match ``patterns`` (sorted; ``__pycache__`` excluded): it changes whenever any of
+    that code does, committed or not."""
+    files = sorted({f for pat in patterns for f in root.glob(pat)
+                    if f.is_file() and "__pycache__" not in f.parts})
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def provenance() -> dict[str, Any]:
+    """What made a measured result: the checkout's commit, whether its sources
+    (:data:`SOURCE_PATTERNS`) differed from it, and :func:`source_digest` of the code it
+    ran (tests compare that with the code now)."""
+    version = dict(code_version())
+    if version["commit"] is not None:  # dirty: only the sources count, not results files
+        try:
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=all", "--", "redy_jax",
+                 "benchmarks/*.py"], cwd=ROOT, capture_output=True, text=True, check=True,
+                timeout=10).stdout
+            version["dirty"] = bool(status.strip())
+        except (OSError, subprocess.SubprocessError):
+            version["dirty"] = None
+    return {**version, "sources": source_digest()}
+
+
 class Cells:
     """JSON cells under ``root``: :meth:`get` computes a cell only when it is missing or
     was made from other settings."""
