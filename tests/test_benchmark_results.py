@@ -29,6 +29,40 @@ def _row(section: str, label: str) -> list[str]:
     raise AssertionError(f"no README speed table row {label!r}")
 
 
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("*.json")), ids=lambda p: p.name)
+def test_committed_results_were_measured_on_the_code_as_it_is(path):
+    """Every committed benchmark result carries the digest of the package and benchmark
+    scripts that measured it, and that is the code here now: a change to either needs
+    the benchmarks re-run (README: "Speed and scale"), never a stale figure."""
+    from redy_jax.cache import source_digest
+
+    made_by = json.loads(path.read_text()).get("provenance", {})
+    assert made_by.get("sources") == source_digest(), (
+        f"{path.name} was measured on other code (commit {made_by.get('commit')}): "
+        "re-run the benchmark that writes it")
+    assert made_by.get("dirty") is False, f"{path.name} was measured on uncommitted code"
+
+
+def test_source_digest_follows_the_code(tmp_path):
+    """The digest changes with a file's contents and with a new file, not with files
+    outside the patterns or with byte-code caches."""
+    from redy_jax.cache import source_digest
+
+    pkg = tmp_path / "redy_jax"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("x = 1\n")
+    d0 = source_digest(root=tmp_path)
+    (tmp_path / "notes.md").write_text("unrelated")
+    (pkg / "__pycache__").mkdir()
+    (pkg / "__pycache__" / "a.py").write_text("cached")
+    assert source_digest(root=tmp_path) == d0
+    (pkg / "a.py").write_text("x = 2\n")
+    d1 = source_digest(root=tmp_path)
+    assert d1 != d0
+    (pkg / "b.py").write_text("")
+    assert source_digest(root=tmp_path) != d1
+
+
 @pytest.mark.parametrize("label,file,key,field", [
     ("ResNet-20, 1,000 images, exact", "cpu_full.json", "resnet20_fashion_mnist",
      "exact_vs_float"),
