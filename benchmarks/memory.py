@@ -13,7 +13,7 @@ peak RSS is the process's.
   bit for bit).
 * ``resnet18_redy_window`` (default batch 64): an exact pass with window-granularity
   ReDy on every conv (thresholds 2^i / 8 codes), whose lowering runs in chunks of
-  images or output rows (``CHUNK_BYTES``).
+  images or output rows (``WINDOW_CHUNK_BYTES``).
 
 Both must stay within 8 GB of peak RSS.
 """

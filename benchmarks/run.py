@@ -39,7 +39,7 @@ from redy_jax.models import ResNet18, load_checkpoint
 from redy_jax.policy import Float, LeadingZeroSkip, PolicyMap, ReDy, Static, thresholds_from_scale
 from redy_jax.simulate import calibrate, simulate_fn
 from redy_jax.thresholds import read_thresholds, redy_policy_map
-from redy_jax.xbar.chunks import CHUNK_BYTES, l2_cache_bytes
+from redy_jax.xbar.chunks import CHUNK_BYTES, WINDOW_CHUNK_BYTES, l2_cache_bytes
 
 
 def cpu_model() -> str:
@@ -169,7 +169,7 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, "
                    f"{jax.device_count()} {jax.devices()[0].platform} device(s)",
         "cpu_model": cpu_model(), "l2_cache_bytes": l2_cache_bytes(),
-        "chunk_bytes": dict(CHUNK_BYTES),
+        "chunk_bytes": dict(CHUNK_BYTES), "window_chunk_bytes": dict(WINDOW_CHUNK_BYTES),
         "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
         "repeats": repeats, "provenance": provenance(),
     }
@@ -178,6 +178,11 @@ def main(argv=None):
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        mib = lambda d: ", ".join(f"{k} {v / 2**20:g} MiB" if v else f"{k} whole batch"
+                                  for k, v in d.items())
+        print(f"{result['cpu_model']}, {result['machine']}; L2 "
+              f"{result['l2_cache_bytes'] // 1024} KiB; chunks: {mib(result['chunk_bytes'])}"
+              f" (window ReDy: {mib(result['window_chunk_bytes'])})")
         print(f"ResNet-20, {n} images (faithful: {r20['faithful_images']}): float "
               f"{r20['float_s']:.3f} s")
         for k in r20["exact_s"]:

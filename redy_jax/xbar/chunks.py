@@ -53,11 +53,22 @@ whole-model times with 0.5-8 MiB chunks were within the machine's noise of each 
 Results do not depend on it."""
 
 
-def per_chunk(count: int, bytes_each: int) -> int:
+WINDOW_CHUNK_BYTES: dict[str, int | None] = {"cpu": 8 * l2_cache_bytes()}
+"""The same budget for window-granularity ReDy's lowered product
+(:mod:`redy_jax.xbar.window_conv`): 8x the L2 cache (4 MiB here). Its chunks run ~20
+small operations each (per tile piece, the taps' views, their stack, the
+requantisation and a product), whose fixed cost larger chunks spread: on ResNet-20
+(250 images, exact) 4 MiB chunks made the window-ReDy pass 2.22 -> 2.06x and 2.13 ->
+2.07x the float pass in two A/B runs (2 MiB: 2.08x, 8 MiB: 2.10x), while the bit-plane
+path (:data:`CHUNK_BYTES`) was no faster with them. Results do not depend on it."""
+
+
+def per_chunk(count: int, bytes_each: int, budgets: dict | None = None) -> int:
     """How many of ``count`` items (images, or output rows of one image) of
     ``bytes_each`` lowered bytes a chunk holds on the current backend: all of them when
-    it has no :data:`CHUNK_BYTES` budget, else the most that fit (at least one)."""
-    budget = CHUNK_BYTES.get(jax.default_backend())
+    it has no budget in ``budgets`` (default :data:`CHUNK_BYTES`), else the most that fit
+    (at least one)."""
+    budget = (CHUNK_BYTES if budgets is None else budgets).get(jax.default_backend())
     if budget is None:
         return count
     return max(1, min(count, budget // max(1, bytes_each)))
@@ -126,5 +137,5 @@ def map_row_blocks(fn, xs, prm, rows: int, height: int, reach: int, stride: int)
     return y.reshape(b, nb * rows, *y.shape[2:])[:, :height]
 
 
-__all__ = ["CHUNK_BYTES", "l2_cache_bytes", "map_image_chunks", "map_row_blocks",
-           "per_chunk"]
+__all__ = ["CHUNK_BYTES", "WINDOW_CHUNK_BYTES", "l2_cache_bytes", "map_image_chunks",
+           "map_row_blocks", "per_chunk"]

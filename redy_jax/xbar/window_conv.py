@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from redy_jax.xbar.chunks import map_image_chunks, map_row_blocks, per_chunk
+from redy_jax.xbar.chunks import WINDOW_CHUNK_BYTES, map_image_chunks, map_row_blocks, per_chunk
 from redy_jax.xbar.conv import ConvShape
 from redy_jax.xbar.exact import code_bound, exact_matmul
 from redy_jax.xbar.layout import Tiling
@@ -79,9 +79,9 @@ def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Con
         return y.reshape(c, r, wo, cout), None, None
 
     row_bytes = out_hw[1] * taps * groups * cin_g * 4  # lowered float32 input per row
-    rows = per_chunk(out_hw[0], row_bytes)
+    rows = per_chunk(out_hw[0], row_bytes, WINDOW_CHUNK_BYTES)
     if rows >= out_hw[0]:  # whole images per chunk
-        chunk = per_chunk(b, out_hw[0] * row_bytes)
+        chunk = per_chunk(b, out_hw[0] * row_bytes, WINDOW_CHUNK_BYTES)
         return map_image_chunks(chunk_fn, (xs, *aff), chunk, pad=True)[0]
     return map_row_blocks(chunk_fn, xs, aff, rows, out_hw[0],
                           (kh - 1) * shape.dilation[0] + 1, shape.strides[0])

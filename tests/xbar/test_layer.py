@@ -78,10 +78,13 @@ def test_chunked_streaming_equals_one_pass(monkeypatch, mode, policy, signed):
     run = lambda: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                  policy=POLICIES[policy], spec=spec, mode=mode,
                                  padding="SAME")[:2]
-    monkeypatch.setitem(chunks.CHUNK_BYTES, jax.default_backend(), None)
+    budgets = (chunks.CHUNK_BYTES, chunks.WINDOW_CHUNK_BYTES)
+    for budget in budgets:
+        monkeypatch.setitem(budget, jax.default_backend(), None)
     y1, r1 = run()
     per_image = 36 * 2 * 126 * 4  # 6x6 vectors, 2 row tiles of 126 rows, float32
-    monkeypatch.setitem(chunks.CHUNK_BYTES, jax.default_backend(), 3 * per_image)
+    for budget in budgets:
+        monkeypatch.setitem(budget, jax.default_backend(), 3 * per_image)
     y2, r2 = run()  # chunks of 3 images: 3 + 3 + a remainder of 1
     np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
     for a, b in zip(jax.tree_util.tree_leaves(r1), jax.tree_util.tree_leaves(r2), strict=True):
@@ -168,7 +171,7 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chu
     ho, wo = -(-x.shape[1] // stride), -(-x.shape[2] // stride)  # SAME padding
     row = wo * 9 * w.shape[2] * kw.get("groups", 1) * 4
     rows = {"1 row": 1, "3 rows": 3, "2 images": 2 * ho}[chunk]
-    monkeypatch.setitem(chunks.CHUNK_BYTES, jax.default_backend(), rows * row)
+    monkeypatch.setitem(chunks.WINDOW_CHUNK_BYTES, jax.default_backend(), rows * row)
     policy = ReDy(thresholds=jnp.array([2.0, 6.0, 15.0, 30.0]))
     run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
                                       policy=policy, spec=spec, mode=mode, **kw)[:2]
@@ -225,6 +228,7 @@ def test_traced_layer_has_no_python_loop_over_images_windows_tiles_or_planes(
     and for 4 DAC digit planes as for 8: images, windows, tiles and bit-planes are array
     axes, not Python loops (whole batch per chunk, so chunking adds no branch)."""
     monkeypatch.setitem(chunks.CHUNK_BYTES, jax.default_backend(), None)
+    monkeypatch.setitem(chunks.WINDOW_CHUNK_BYTES, jax.default_backend(), None)
 
     def equations(batch=1, size=6, cin=16, spec=None):
         x, w, quant = _conv_case(0, (batch, size, size, cin), False)
