@@ -48,18 +48,27 @@ def file_sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@functools.cache
-def code_version() -> dict[str, Any]:
-    """``{"commit", "dirty"}`` of the checkout the package runs from (None outside git)."""
+def _git(*args: str) -> str | None:
+    """Standard output of ``git *args`` run in the package's checkout; None outside git
+    (or when git is missing or fails)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=ROOT, capture_output=True, text=True, check=True,
-                                timeout=10).stdout
-        return {"commit": commit, "dirty": bool(status.strip())}
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@functools.cache
+def code_version(paths: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the checkout the package runs from (None outside git).
+    ``dirty``: tracked files differ from the commit; with ``paths`` (git pathspecs),
+    only changes under them count, untracked files included."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
         return {"commit": None, "dirty": None}
+    which = ("--untracked-files=all", "--", *paths) if paths else ("--untracked-files=no",)
+    status = _git("status", "--porcelain", *which)
+    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
 SOURCE_PATTERNS = ("redy_jax/**/*.py", "benchmarks/*.py")
@@ -81,19 +90,9 @@ def source_digest(patterns=SOURCE_PATTERNS, root: Path = ROOT) -> str:
 
 def provenance() -> dict[str, Any]:
     """What made a measured result: the checkout's commit, whether its sources
-    (:data:`SOURCE_PATTERNS`) differed from it, and :func:`source_digest` of the code it
-    ran (tests compare that with the code now)."""
-    version = dict(code_version())
-    if version["commit"] is not None:  # dirty: only the sources count, not results files
-        try:
-            status = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=all", "--", "redy_jax",
-                 "benchmarks/*.py"], cwd=ROOT, capture_output=True, text=True, check=True,
-                timeout=10).stdout
-            version["dirty"] = bool(status.strip())
-        except (OSError, subprocess.SubprocessError):
-            version["dirty"] = None
-    return {**version, "sources": source_digest()}
+    (:data:`SOURCE_PATTERNS`; results files do not count) differed from it, and
+    :func:`source_digest` of the code it ran (tests compare that with the code now)."""
+    return {**code_version(("redy_jax", "benchmarks/*.py")), "sources": source_digest()}
 
 
 class Cells:

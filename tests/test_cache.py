@@ -26,3 +26,31 @@ def test_unused_names_the_cells_a_run_did_not_ask_for(tmp_path):
     run.get("eval/y", {}, lambda: {})
     assert run.unused() == [tmp_path / "eval" / "x.json"]
     assert old.unused() == []
+
+
+def test_code_version_counts_only_changes_under_the_paths_it_is_given(tmp_path, monkeypatch):
+    import subprocess
+
+    from redy_jax import cache
+
+    monkeypatch.setattr(cache, "ROOT", tmp_path)
+    cache.code_version.cache_clear()
+    try:
+        assert cache.code_version() == {"commit": None, "dirty": None}  # not a checkout
+        cache.code_version.cache_clear()
+        git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                                         *a], cwd=tmp_path, check=True, capture_output=True)
+        git("init", "-q")
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src" / "a.py").write_text("x = 1\n")
+        (tmp_path / "notes.txt").write_text("n\n")
+        git("add", ".")
+        git("commit", "-q", "-m", "c")
+        (tmp_path / "notes.txt").write_text("changed\n")  # tracked, outside src
+        (tmp_path / "src" / "b.py").write_text("y = 2\n")  # untracked, inside src
+        head = git("rev-parse", "HEAD").stdout.decode().strip()
+        assert cache.code_version() == {"commit": head, "dirty": True}
+        assert cache.code_version(("src",)) == {"commit": head, "dirty": True}
+        assert cache.code_version(("other",)) == {"commit": head, "dirty": False}
+    finally:
+        cache.code_version.cache_clear()
