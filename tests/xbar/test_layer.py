@@ -243,3 +243,15 @@ def test_traced_layer_has_no_python_loop_over_images_windows_tiles_or_planes(
     # 126-row tiles of 14 channels + a partial tile of 2: 3 vs 4 row tiles
     assert equations(cin=30) == equations(cin=44)
     assert equations(spec=isaac(dac_bits=2, adc_bits=10)) == base  # 4 planes, not 8
+
+
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_nonfinite_inputs_are_flagged(bad):
+    """The layer's record flags NaN and +-inf anywhere in its input (quantisation alone
+    would clip inf to a valid code), and only those."""
+    x, w, quant = _conv_case(0, (2, 6, 6, 20), False)
+    if bad is not None:
+        x = x.at[1, 4, 2, 17].set(bad)
+    _, rec = crossbar_layer(x, w, None, kind="conv", path="l", quant=quant, policy=Static(),
+                            spec=isaac(), mode="exact", padding="SAME")[:2]
+    assert bool(rec.nonfinite) == (bad is not None)
