@@ -24,10 +24,10 @@ FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shar
 _LOADED: list = []  # the loaded libraries, kept alive for the process
 
 
-def build_and_register(compiler: str = "c++") -> Path:
+def build_and_register(compiler: str = "c++") -> None:
     """Compiles ``window_kernel.cc`` into a shared library in a temporary folder (removed
     once loaded), loads it and registers it as the XLA:CPU FFI target
-    ``redy_window_conv``; returns the path it was built at."""
+    ``redy_window_conv``."""
     with tempfile.TemporaryDirectory(prefix="redy_native_") as tmp:
         lib = Path(tmp) / "libwindow.so"
         subprocess.run([compiler, *FLAGS, f"-I{jax.ffi.include_dir()}",
@@ -36,7 +36,6 @@ def build_and_register(compiler: str = "c++") -> Path:
     _LOADED.append(handle)
     jax.ffi.register_ffi_target("redy_window_conv", jax.ffi.pycapsule(handle.RedyWindowConv),
                                 platform="cpu")
-    return lib
 
 
 def window_conv(xs, plan, w_codes, tiling, shape, zero_point, sign_bit, act_bits, weight_bits):
