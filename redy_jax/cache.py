@@ -90,9 +90,11 @@ def source_digest(patterns=SOURCE_PATTERNS, root: Path = ROOT) -> str:
 
 def provenance() -> dict[str, Any]:
     """What made a measured result: the checkout's commit, whether its sources
-    (:data:`SOURCE_PATTERNS`; results files do not count) differed from it, and
-    :func:`source_digest` of the code it ran (tests compare that with the code now)."""
-    return {**code_version(("redy_jax", "benchmarks/*.py")), "sources": source_digest()}
+    (:data:`SOURCE_PATTERNS`, as git glob pathspecs: the same files the digest reads)
+    differed from it, and :func:`source_digest` of the code it ran (tests compare that
+    with the code now)."""
+    sources = tuple(f":(glob){pattern}" for pattern in SOURCE_PATTERNS)
+    return {**code_version(sources), "sources": source_digest()}
 
 
 class Cells:

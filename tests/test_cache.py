@@ -47,8 +47,12 @@ def test_code_version_counts_only_changes_under_the_paths_it_is_given(tmp_path, 
         git("add", ".")
         git("commit", "-q", "-m", "c")
         (tmp_path / "notes.txt").write_text("changed\n")  # tracked, outside src
-        (tmp_path / "src" / "b.py").write_text("y = 2\n")  # untracked, inside src
+        (tmp_path / "src" / "c.txt").write_text("c\n")  # untracked, in src, not a .py
         head = git("rev-parse", "HEAD").stdout.decode().strip()
+        # glob pathspecs (what provenance() passes) see only the files they match
+        assert cache.code_version((":(glob)src/*.py",)) == {"commit": head, "dirty": False}
+        (tmp_path / "src" / "b.py").write_text("y = 2\n")  # untracked, inside src
+        assert cache.code_version((":(glob)src/**/*.py",)) == {"commit": head, "dirty": True}
         assert cache.code_version() == {"commit": head, "dirty": True}
         assert cache.code_version(("src",)) == {"commit": head, "dirty": True}
         assert cache.code_version(("other",)) == {"commit": head, "dirty": False}
