@@ -244,6 +244,7 @@ def simulate_fn(model: nn.Module, spec: HardwareSpec, calibration: Calibration, 
     differ only in scales, zero points or bit widths share one compiled pass.
     ``ste``: straight-through gradients through every simulated layer (forward values
     unchanged), for gradient-based tuning."""
+    calibration.check(spec.act_bits, spec.signed_encoding == "sign_bit")
     run, traces = _compiled_pass(model, spec, calibration.structure, mode, ste,
                                  _frozen(apply_kwargs))
     quants = dict(calibration.layers)
@@ -326,7 +327,7 @@ def _calibration_or_none(calibration: Calibration | None, policies: PolicyMap,
         if not isinstance(calibration, Calibration):
             raise TypeError(f"calibration must be a redy_jax Calibration (from "
                             f"redy_jax.calibrate), got {type(calibration).__name__}")
-        return calibration
+        return calibration.check(spec.act_bits, spec.signed_encoding == "sign_bit")
     if policies.default.crossbar or policies.rules:
         raise ValueError("calibration is required for crossbar policies: pass "
                          "calibration=redy_jax.calibrate(model, variables, calib_images, spec)")

@@ -159,6 +159,37 @@ def test_bad_images_raise(user_net):
         evaluate(model, variables, x, spec, Static())
 
 
+def test_a_calibration_the_spec_cannot_stream_is_refused_by_layer_and_field(user_net):
+    """Codes wider than the spec's act_bits, an unsigned layer with a zero point, or a
+    zero-point calibration streamed in two's complement (its codes minus the zero point
+    would leave the sign-bit range): each refused before any work, naming the layer,
+    the field and the allowed range, instead of a silently wrong product."""
+    import dataclasses
+
+    from redy_jax.quant import Calibration
+
+    model, variables, x, spec, cal = user_net
+    edit = lambda path, **kw: Calibration(
+        layers={**cal.layers, path: dataclasses.replace(cal[path], **kw)},
+        method=cal.method, images=cal.images)
+    assert cal["conv"].signed and not cal["conv2"].signed
+    with pytest.raises(ValueError, match=r"layer 'conv2'.*bits must be in \[2, act_bits=8\], "
+                                         "got 9"):
+        evaluate(model, variables, x, spec, Static(), calibration=edit("conv2", bits=9))
+    with pytest.raises(ValueError, match=r"layer 'conv2'.*unsigned layer.*\[0, 0\], got 3"):
+        evaluate(model, variables, x, spec, Static(), calibration=edit("conv2", zero_point=3))
+    with pytest.raises(ValueError, match=r"layer 'head'.*scale must be finite"):
+        evaluate(model, variables, x, spec, Static(), calibration=edit("head", scale=np.nan))
+    with pytest.raises(ValueError, match=r"layer 'conv'.*\[0, 255\], got 300"):
+        simulate_fn(model, spec, edit("conv", zero_point=300), "exact")
+    sign_bit = isaac(signed_encoding="sign_bit")
+    with pytest.raises(ValueError, match=r"layer 'conv'.*two's complement.*\[128, 128\], got 64"):
+        evaluate(model, variables, x, sign_bit, Static(), calibration=edit("conv", zero_point=64))
+    good = calibrate(model, variables, x, sign_bit)
+    assert good["conv"].zero_point == 128
+    evaluate(model, variables, x[:2], sign_bit, Static(), calibration=good)
+
+
 def test_nan_weights_are_an_error_naming_the_parameter(user_net):
     """A NaN bias (or weight, or BatchNorm statistic) is refused before any work, by its
     path: a NaN weight would otherwise quantise to a zero channel, silently."""

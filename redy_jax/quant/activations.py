@@ -111,6 +111,36 @@ class Calibration:
         points and bits are traced values)."""
         return tuple(sorted((k, v.signed) for k, v in self.layers.items()))
 
+    def check(self, act_bits: int, sign_bit: bool) -> Calibration:
+        """Raises ValueError, naming the layer, the field and its allowed range, for a
+        quantiser the hardware cannot stream (``act_bits``: the spec's code width;
+        ``sign_bit``: the spec streams signed layers in two's complement): ``bits`` in
+        ``[2, act_bits]``, a finite positive ``scale``, ``zero_point`` 0 on unsigned
+        layers, ``2^(bits-1)`` on signed layers under sign-bit streaming (their codes
+        minus it are the two's-complement values) and in ``[0, 2^bits - 1]`` otherwise.
+        Returns the calibration."""
+        for path, q in self.layers.items():
+            bits, zp, scale = int(np.asarray(q.bits)), int(np.asarray(q.zero_point)), \
+                float(np.asarray(q.scale))
+            where = f"calibration of layer {path!r}:"
+            if not 2 <= bits <= act_bits:
+                raise ValueError(f"{where} bits must be in [2, act_bits={act_bits}], got {bits}")
+            if not (np.isfinite(scale) and scale > 0):
+                raise ValueError(f"{where} scale must be finite and > 0, got {scale}")
+            if not q.signed:
+                allowed = (0, 0)
+            elif sign_bit:
+                allowed = (1 << (bits - 1),) * 2
+            else:
+                allowed = (0, (1 << bits) - 1)
+            if not allowed[0] <= zp <= allowed[1]:
+                kind = ("an unsigned layer" if not q.signed else "a signed layer streamed "
+                        "in two's complement (sign_bit)" if sign_bit else "a signed layer")
+                raise ValueError(f"{where} zero_point of {kind} with {bits}-bit codes must be "
+                                 f"in [{allowed[0]}, {allowed[1]}], got {zp} (was it "
+                                 "calibrated for another spec?)")
+        return self
+
     @property
     def bits(self) -> dict[str, int]:
         return {k: int(v.bits) for k, v in self.layers.items()}

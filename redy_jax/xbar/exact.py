@@ -40,6 +40,17 @@ def code_bound(act_bits: int, sign_bit: bool, requantized: bool = False) -> int:
     return bound + (1 << (act_bits - 2)) if requantized else bound
 
 
+def code_dtype(act_bits: int, sign_bit: bool):
+    """The narrowest integer dtype that holds every streamed code of ``act_bits``-bit
+    codes: unsigned ones (and zero-point codes) in ``[0, 2^act_bits)``, two's-complement
+    ones (sign-bit streaming) in ``[-2^(act_bits-1), 2^(act_bits-1))``. Moving codes in
+    it instead of int32 or float32 cuts the memory traffic of padding and lowering them
+    (window ReDy's lowered patches: 1 byte per element instead of 4)."""
+    if sign_bit:
+        return jnp.int8 if act_bits <= 8 else jnp.int16
+    return jnp.uint8 if act_bits <= 8 else jnp.uint16
+
+
 def exact_rows(x_max: int, weight_bits: int) -> int:
     """Most rows whose products with whole ``weight_bits`` weights float32 sums exactly
     (``rows * x_max * 2^(weight_bits-1) < 2^24``); 0 when not even one row."""
@@ -144,5 +155,5 @@ def exact_conv(x: jnp.ndarray, w_hwio: jnp.ndarray, strides, padding, dilation, 
 
 
 
-__all__ = ["F32_EXACT", "HIGHEST", "code_bound", "even_blocks", "exact_conv", "exact_matmul",
-           "exact_rows", "exact_tile_sums", "exact_weight_parts"]
+__all__ = ["F32_EXACT", "HIGHEST", "code_bound", "code_dtype", "even_blocks", "exact_conv",
+           "exact_matmul", "exact_rows", "exact_tile_sums", "exact_weight_parts"]

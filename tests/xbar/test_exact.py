@@ -14,6 +14,7 @@ from redy_jax.xbar import crossbar_layer, crossbar_matmul
 from redy_jax.xbar.exact import (
     F32_EXACT,
     code_bound,
+    code_dtype,
     even_blocks,
     exact_matmul,
     exact_rows,
@@ -51,6 +52,22 @@ def test_split_helpers():
     parts = exact_weight_parts(w, 1000, 255, 10)
     assert len(parts) > 1
     np.testing.assert_array_equal(np.asarray(sum(parts)), np.asarray(w))
+
+
+@pytest.mark.parametrize("sign_bit", [False, True])
+def test_code_dtype_holds_every_streamed_code_of_every_width(sign_bit):
+    """The narrow dtype codes are padded and lowered in holds every code the spec can
+    stream (a wider code would wrap silently), and is the narrowest that does for 8-bit
+    codes (1 byte: the point of it)."""
+    for act_bits in range(1, 17):
+        lo, hi = ((-(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1) if sign_bit
+                  else (0, (1 << act_bits) - 1))
+        dt = code_dtype(act_bits, sign_bit)
+        codes = np.array([lo, hi, (lo + hi) // 2])
+        np.testing.assert_array_equal(np.asarray(jnp.asarray(codes, jnp.int32).astype(dt),
+                                                 np.int64), codes)
+    assert jnp.dtype(code_dtype(8, sign_bit)).itemsize == 1
+    assert jnp.dtype(code_dtype(9, sign_bit)).itemsize == 2
 
 
 def _products(jaxpr):

@@ -142,10 +142,11 @@ def test_native_conv_paths_fold_padding_exactly(policy, case):
 
 @pytest.mark.parametrize("case,chunk", [
     ("grouped_dilated", "3 rows"), ("sign_bit_strided", "1 row"),
-    ("sign_bit_strided", "2 images"), ("wide_split", "3 rows")])
+    ("sign_bit_strided", "2 images"), ("wide_split", "3 rows"), ("12_bit_codes", "2 images")])
 def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chunk):
     """The tap-major window-ReDy lowering on the layer shapes it must handle: grouped
-    and dilated convs, sign-bit (two's complement) streaming with a stride, and a layer
+    and dilated convs, sign-bit (two's complement) streaming with a stride, 12-bit codes
+    (lowered in 2 bytes instead of 1), and a layer
     wide enough (K = 576) that the exact float32 product splits its weights; chunked by
     blocks of output rows (with a padded last block: 8 or 5 rows in blocks of 3) or by
     images (3 images: chunks of 2, the last padded with a zero image). Outputs and counts
@@ -161,6 +162,10 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chu
         x, w, _ = _conv_case(3, (3, 7, 7, 20), True)
         quant = make_quant(-2.0, 2.0, spec.act_bits, sign_bit=True)
         kw.update(strides=(2, 2))
+    elif case == "12_bit_codes":  # codes wider than a byte: lowered as uint16
+        spec = isaac(act_bits=12)
+        x, w, _ = _conv_case(8, (3, 6, 6, 12), False)
+        quant = make_quant(0.0, 3.0, 12)
     else:
         x, w, quant = _conv_case(4, (3, 5, 5, 64), False)
         # image 0 at the extremes: code 255 everywhere, column 0's weight codes -127, so
