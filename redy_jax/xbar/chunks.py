@@ -60,7 +60,9 @@ small operations each (per tile piece, the taps' views, their stack, the
 requantisation and a product), whose fixed cost larger chunks spread: on ResNet-20
 (250 images, exact) 4 MiB chunks made the window-ReDy pass 2.22 -> 2.06x and 2.13 ->
 2.07x the float pass in two A/B runs (2 MiB: 2.08x, 8 MiB: 2.10x), while the bit-plane
-path (:data:`CHUNK_BYTES`) was no faster with them. Results do not depend on it."""
+path (:data:`CHUNK_BYTES`) was no faster with them. With the taps stacked in one byte
+per code (since 9943208) 2-16 MiB chunks measured 1.69-2.10x, 4 MiB 1.76-1.77x in two
+runs, 8 MiB 1.69-1.80x: no size robustly better. Results do not depend on it."""
 
 
 def per_chunk(count: int, bytes_each: int, budgets: dict | None = None) -> int:
