@@ -109,16 +109,25 @@ def test_exact_paths_equal_the_bit_plane_path(policy, signed, stride):
 
 
 @pytest.mark.parametrize("policy", ["static", "redy_channel"])
-@pytest.mark.parametrize("case", ["valid", "grouped_dilated", "zero_point_wide"])
+@pytest.mark.parametrize("case", ["valid", "grouped_dilated", "zero_point_wide",
+                                  "sign_bit_strided"])
 def test_native_conv_paths_fold_padding_exactly(policy, case):
     """The static and channel-group paths convolve unpadded codes and let the native
     convolution pad (channel groups: the requantised padding value is subtracted before
     and added back as a weight sum). Checked against the faithful bit-plane path, which
     lowers the explicitly padded codes: no padding (VALID), grouped + dilated, and a
     64-channel zero-point layer at its code extremes, where the shifted values need the
-    wider exactness bound (and the padding value is far from 0)."""
-    kw = dict(padding="SAME")
-    if case == "valid":
+    wider exactness bound (and the padding value is far from 0), and two's-complement
+    (sign-bit) streaming with a stride, whose effective values and padding value are
+    signed."""
+    kw, spec = dict(padding="SAME"), isaac()
+    if case == "sign_bit_strided":
+        spec = isaac(signed_encoding="sign_bit")
+        x, w, _ = _conv_case(9, (3, 7, 7, 20), True)
+        quant = make_quant(-2.0, 2.0, spec.act_bits, sign_bit=True)
+        x = x.at[1].set(-0.3 + 0.5 * x[1])
+        kw["strides"] = (2, 2)
+    elif case == "valid":
         x, w, quant = _conv_case(5, (3, 7, 7, 20), True)
         kw["padding"] = "VALID"
     elif case == "grouped_dilated":
@@ -132,7 +141,7 @@ def test_native_conv_paths_fold_padding_exactly(policy, case):
         # padding code requantises with a rounding error (a non-zero padding value)
         x = x.at[1].set(-0.3 + 0.5 * x[1])
     run = lambda mode: crossbar_layer(x, w, None, kind="conv", path="l", quant=quant,
-                                      policy=POLICIES[policy], spec=isaac(), mode=mode,
+                                      policy=POLICIES[policy], spec=spec, mode=mode,
                                       **kw)[:2]
     (ye, re), (yf, rf) = run("exact"), run("bit_plane")
     np.testing.assert_array_equal(np.asarray(ye), np.asarray(yf))
