@@ -56,7 +56,7 @@ def test_split_helpers():
 
 @pytest.mark.parametrize("sign_bit", [False, True])
 def test_code_dtype_holds_every_streamed_code_of_every_width(sign_bit):
-    """The narrow dtype codes are padded and lowered in holds every code the spec can
+    """The narrow dtype window ReDy lowers codes in holds every code the spec can
     stream (a wider code would wrap silently), and is the narrowest that does for 8-bit
     codes (1 byte: the point of it)."""
     for act_bits in range(1, 17):

@@ -155,8 +155,8 @@ def test_native_conv_paths_fold_padding_exactly(policy, case):
 def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chunk):
     """The tap-major window-ReDy lowering on the layer shapes it must handle: grouped
     and dilated convs, sign-bit (two's complement) streaming with a stride, 12-bit codes
-    (lowered in 2 bytes instead of 1), and a layer
-    wide enough (K = 576) that the exact float32 product splits its weights; chunked by
+    (lowered in 2 bytes instead of 1), and a layer wide enough (K = 576) that the exact
+    float32 product splits its weights; chunked by
     blocks of output rows (with a padded last block: 8 or 5 rows in blocks of 3) or by
     images (3 images: chunks of 2, the last padded with a zero image). Outputs and counts
     equal the faithful bit-plane path's."""
