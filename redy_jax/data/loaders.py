@@ -56,7 +56,8 @@ def _fashion_mnist_builder(data_dir: Path):
     """The prepared offline builder. Preparation is serialised across processes by an
     exclusive lock on ``data_dir/fashion_mnist_local.lock`` (released by the OS if the
     holder is killed); a killed build's ``incomplete.*`` folder is removed first, and
-    a process that waited finds the dataset ready and reuses it."""
+    a process that waited finds the dataset ready and reuses it. A builder whose info
+    was read before another process finished is made again (its splits were empty)."""
     import contextlib
     import fcntl
     import shutil
@@ -67,7 +68,12 @@ def _fashion_mnist_builder(data_dir: Path):
     data_dir.mkdir(parents=True, exist_ok=True)
     builder = FashionMnistLocal(data_dir=str(data_dir), file_format="array_record")
     if builder.is_prepared():
-        return builder
+        # A builder reads the dataset's info when it is made: if another process
+        # finished preparing between that and ``is_prepared``, its splits are empty
+        # and must be read again from the now complete folder.
+        if builder.info.splits:
+            return builder
+        return FashionMnistLocal(data_dir=str(data_dir), file_format="array_record")
     with open(data_dir / "fashion_mnist_local.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

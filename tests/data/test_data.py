@@ -104,6 +104,34 @@ def _stand_in(tmp_path):
         _idx(tmp_path / lab, rng.integers(0, 10, (20,)))
 
 
+def test_a_build_finished_by_another_process_after_the_builder_was_made(tmp_path, monkeypatch):
+    """The race CI hit: this process makes its builder (the dataset is not there, so its
+    info has no splits), another process then finishes preparing, and ``is_prepared``
+    says yes. The builder handed back must know the splits (it used to raise KeyError
+    "splits is empty")."""
+    from redy_jax.data import loaders
+    from redy_jax.data.fashion_mnist import FashionMnistLocal
+
+    src = tmp_path / "idx"
+    src.mkdir()
+    _stand_in(src)
+    monkeypatch.setenv("REDY_FASHION_MNIST_DIR", str(src))
+    d = tmp_path / "tfds"
+    real = FashionMnistLocal.is_prepared
+    raced = []
+
+    def other_process_finishes_first(self):
+        if not raced:
+            raced.append(True)
+            FashionMnistLocal(data_dir=str(d), file_format="array_record").download_and_prepare()
+        return real(self)
+
+    monkeypatch.setattr(FashionMnistLocal, "is_prepared", other_process_finishes_first)
+    builder = loaders._fashion_mnist_builder(d)
+    assert raced
+    assert len(builder.as_data_source(split="test")) == 20
+
+
 def test_concurrent_first_builds_and_a_killed_build_are_safe(tmp_path):
     """Two processes preparing the dataset at once both succeed (3 trials; the loser
     used to die renaming TFDS's incomplete folder), and a folder left by a killed build
