@@ -17,7 +17,7 @@ import numpy as np
 
 from redy_jax.xbar.exact import HIGHEST, code_bound, exact_conv
 from redy_jax.xbar.layout import Tiling
-from redy_jax.xbar.plan import Plan, affine, effective_values
+from redy_jax.xbar.plan import Plan, effective_values, requant_constants
 
 
 class ConvShape(NamedTuple):
@@ -81,11 +81,12 @@ def channel_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Co
     tile_of = np.arange(cin_g) // ct
     per_channel = lambda a: jnp.transpose(a.reshape(groups, b, -1, t)[:, :, 0][..., tile_of],
                                           (1, 0, 2)).reshape(b, 1, 1, groups * cin_g)
-    aff = tuple(per_channel(a) for a in affine(plan.offsets, plan.shifts, plan.bits, sign_bit))
+    aff = tuple(per_channel(a)
+                for a in requant_constants(plan.offsets, plan.shifts, plan.bits, sign_bit))
 
     def effective(x):
-        """Streamed codes -> centred effective values (float32, exact integers): one
-        elementwise pass with per-image, per-channel constants."""
+        """Streamed codes -> centred effective values (int32): one elementwise pass
+        with per-image, per-channel constants."""
         eff = effective_values(x, aff)
         return eff if sign_bit else eff - zero_point
 

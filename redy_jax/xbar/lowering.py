@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from redy_jax.xbar.exact import even_blocks
+
 
 def conv_geometry(in_hw, kernel, strides, padding, dilation=(1, 1)):
     """``(pads, out_hw)``: explicit ``((top, bottom), (left, right))`` padding and the
@@ -53,13 +55,15 @@ def im2col(x, kernel, strides, padding, dilation=(1, 1), pad_value=0):
     return jnp.stack(taps, axis=-1).reshape(*taps[0].shape[:3], -1)
 
 
-def tile_piece_ranges(cin: int, ct: int) -> list[tuple[int, int, int]]:
-    """``(first tile, end tile, width)`` of the at most two pieces that ``cin`` channels
-    split into with ``ct`` channels per row tile: the channels of whole row tiles (width
-    ``ct``), then those of a partial last tile (one tile). Piece ``(lo, hi, width)``
-    holds channels ``[lo * ct, lo * ct + (hi - lo) * width)``."""
+def tile_piece_ranges(cin: int, ct: int,
+                      max_tiles: int | None = None) -> list[tuple[int, int, int]]:
+    """``(first tile, end tile, width)`` of the pieces that ``cin`` channels split into
+    with ``ct`` channels per row tile: the channels of whole row tiles (width ``ct``;
+    one piece, or near-equal runs of at most ``max_tiles`` tiles), then those of a
+    partial last tile (one tile). Piece ``(lo, hi, width)`` holds channels
+    ``[lo * ct, lo * ct + (hi - lo) * width)``; the pieces list the tiles in order."""
     full = cin // ct
-    pieces = [(0, full, ct)] if full else []
+    pieces = [(lo, hi, ct) for lo, hi in even_blocks(full, max_tiles or full)] if full else []
     if cin > full * ct:
         pieces.append((full, full + 1, cin - full * ct))
     return pieces
@@ -86,8 +90,10 @@ def tap_major_rows(cin: int, taps: int, ct: int) -> np.ndarray:
     return np.asarray(order, np.int64)
 
 
-def tap_major_pieces(xp, cin: int, ct: int, kernel, strides, dilation) -> list:
-    """``[((lo, hi, width), x)]`` per tile piece (:func:`tile_piece_ranges`) of an already
+def tap_major_pieces(xp, cin: int, ct: int, kernel, strides, dilation,
+                     max_tiles: int | None = None) -> list:
+    """``[((lo, hi, width), x)]`` per tile piece (:func:`tile_piece_ranges`, whole tiles
+    in runs of at most ``max_tiles``) of an already
     padded NHWC ``xp`` (B, Hp, Wp, G * cin): the kernel taps' strided views of the
     piece's channels stacked next to them, ``x`` (B, Ho, Wo, G, tiles, taps, width), so
     each row tile's rows are one contiguous run in the order of :func:`tap_major_rows`.
@@ -97,7 +103,7 @@ def tap_major_pieces(xp, cin: int, ct: int, kernel, strides, dilation) -> list:
     groups = c // cin
     xg = xp.reshape(b, hp, wp, groups, cin)
     out = []
-    for lo, hi, width in tile_piece_ranges(cin, ct):
+    for lo, hi, width in tile_piece_ranges(cin, ct, max_tiles):
         piece = xg[..., lo * ct:lo * ct + (hi - lo) * width].reshape(b, hp, wp, -1)
         views = tap_slices(piece, kernel, strides, dilation)  # each (B, Ho, Wo, G*tl*w)
         out.append(((lo, hi, width),

@@ -23,9 +23,9 @@ from redy_jax.xbar.lowering import lowered_tiles
 from redy_jax.xbar.plan import (
     LayerContext,
     Plan,
-    affine,
     effective_values,
     expected,
+    requant_constants,
     streamed_codes,
 )
 from redy_jax.xbar.weights import StoredWeights
@@ -58,7 +58,8 @@ def soft_values(x_tiles: jnp.ndarray, plan: Plan, sign_bit: bool):
     float32, with gradients only through its probabilities."""
     rx = plan.relaxation
     eff = jax.vmap(lambda o, t, n: effective_values(
-        x_tiles, affine(o[..., None], t[..., None], n[..., None], sign_bit)),
+        x_tiles, requant_constants(o[..., None], t[..., None], n[..., None], sign_bit)
+    ).astype(jnp.float32),
         in_axes=-1, out_axes=-1)(rx.offsets, rx.shifts, rx.bits)  # (V, T, R, J)
     eff = lax.stop_gradient(eff)
     planes = expected(rx.planes.astype(jnp.float32), rx.probs)

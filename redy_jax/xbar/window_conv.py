@@ -9,9 +9,13 @@ channels, ``(V, tiles, taps, width)``, so each row tile's constants broadcast ov
 contiguous run of its taps x channels; one elementwise pass requantises them and one
 matrix product with the piece's weight rows (same order) gives the int32 outputs. The
 views are sliced and stacked in the codes' narrowest integer dtype
-(:func:`~redy_jax.xbar.exact.code_dtype`: 1 byte for 8-bit codes) and converted to
-float32 in the requantising pass: the stacking is bound by memory traffic (ResNet-20's
-28x28x16 layer, 250 images: 17.8 ms instead of 29.6 ms lowered in float32).
+(:func:`~redy_jax.xbar.exact.code_dtype`: 1 byte for 8-bit codes) and converted in
+the requantising pass: the stacking is bound by memory traffic (ResNet-20's 28x28x16
+layer, 250 images: 17.8 ms instead of 29.6 ms lowered in float32). That pass is
+integer (add, mask, clip: :func:`~redy_jax.xbar.plan.effective_values`) and writes the
+product's operand: bfloat16 where every value fits its 8-bit significand and the
+backend multiplies it natively (:func:`~redy_jax.xbar.exact.product_dtype`), else
+float32. Whole tiles run in runs short enough for one exact product each.
 Row order inside a tile does not change a tile's sum, so this equals the channel-major
 crossbar rows, without channel padding or an element-interleaving transpose (~5-10x
 faster on XLA:CPU than lowering channel-major tiles; the per-tile layout ~7% faster
@@ -25,27 +29,40 @@ import jax.numpy as jnp
 
 from redy_jax.xbar.chunks import WINDOW_CHUNK_BYTES, map_image_chunks, map_row_blocks, per_chunk
 from redy_jax.xbar.conv import ConvShape
-from redy_jax.xbar.exact import code_bound, code_dtype, exact_matmul
+from redy_jax.xbar.exact import (
+    code_bound,
+    code_dtype,
+    exact_matmul,
+    exact_rows,
+    product_dtype,
+)
 from redy_jax.xbar.layout import Tiling
 from redy_jax.xbar.lowering import tap_major_pieces, tap_major_rows, tile_piece_ranges
-from redy_jax.xbar.plan import Plan, affine, effective_values
+from redy_jax.xbar.plan import Plan, effective_values, requant_constants
 
 
 def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: ConvShape,
                 zero_point: int, sign_bit: bool, act_bits: int,
                 weight_bits: int) -> jnp.ndarray:
     """Outputs (B, Ho, Wo, Cout) int32. ``xs``: spatially padded streamed codes
-    (B, Hp, Wp, G * Cin_g); plan leaves (G, B * m, T). Float32 sums stay exact:
-    :func:`~redy_jax.xbar.exact.exact_matmul` splits a piece's rows into blocks (or
-    its weights into parts) where whole rows would not fit."""
+    (B, Hp, Wp, G * Cin_g); plan leaves (G, B * m, T). Float32 sums stay exact: whole
+    tiles run in runs of at most :func:`~redy_jax.xbar.exact.exact_rows` rows, and
+    :func:`~redy_jax.xbar.exact.exact_matmul` splits a piece's rows into blocks (or its
+    weights into parts) where even one tile's would not fit."""
     b = xs.shape[0]
     (kh, kw), cin_g, cout, groups = shape.kernel, shape.cin_g, shape.cout, shape.groups
     out_hw, taps, n = shape.out_hw, shape.taps, shape.cout // shape.groups
     t, ct = tiling.n_row_tiles, tiling.rows_per_tile // taps
     x_max = code_bound(act_bits, sign_bit, True)
-    aff = affine(plan.offsets, plan.shifts, plan.bits, sign_bit)
+    aff = requant_constants(plan.offsets, plan.shifts, plan.bits, sign_bit)
+    # Requantised values q' * 2^t (q' of at most act_bits bits) without offsets or a
+    # zero point to subtract have at most act_bits significant bits (bfloat16 holds 8).
+    # A zero point is static 0 unless the layer is signed, where it may be traced.
+    no_zero_point = sign_bit or (isinstance(zero_point, int) and zero_point == 0)
+    plain = plan.offsets is None and no_zero_point
+    operand = product_dtype(act_bits if plain else None, weight_bits)
     # lowered in the narrowest dtype of the codes (1 byte for 8-bit codes: the stacked
-    # taps are memory-bound), requantised in float32
+    # taps are memory-bound), requantised into the operand dtype
     xs = xs.astype(code_dtype(act_bits, sign_bit))
     # (G, B * m, T) -> (B, Ho, Wo, G, T): sliced with the input, by image or by row block
     aff = tuple(jnp.moveaxis(a.reshape(groups, b, *out_hw, t), 0, 3) for a in aff)
@@ -57,7 +74,10 @@ def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Con
         first = lo * ct * taps
         return jnp.transpose(w_rows[first:first + (hi - lo) * width * taps], (1, 0, 2))
 
-    w_pieces = [piece_weights(*pc) for pc in tile_piece_ranges(cin_g, ct)]
+    # Runs of whole tiles short enough for one exact product each (a longer piece
+    # would be split by columns in exact_matmul: a copy of its requantised operand).
+    max_tiles = exact_rows(x_max, weight_bits) // (taps * ct) or None
+    w_pieces = [piece_weights(*pc) for pc in tile_piece_ranges(cin_g, ct, max_tiles)]
 
     def chunk_fn(args):
         """Images (c, rows_in, Wp, C) with their windows' constants (c, R, Wo, G, T) ->
@@ -70,14 +90,16 @@ def window_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Con
         c, r, wo = prm[0].shape[:3]
         v = c * r * wo
         prm = tuple(a.reshape(v, groups, t, 1, 1) for a in prm)  # (V, G, T, 1, 1)
-        mm = lambda a, w: exact_matmul(a, w, x_max, weight_bits)
+        mm = lambda a, w: exact_matmul(a, w, x_max, weight_bits, operand)
         y = 0
-        pieces = tap_major_pieces(xc, cin_g, ct, (kh, kw), shape.strides, shape.dilation)
+        pieces = tap_major_pieces(xc, cin_g, ct, (kh, kw), shape.strides, shape.dilation,
+                                  max_tiles)
         for ((lo, hi, width), x), wp in zip(pieces, w_pieces, strict=True):
             x = x.reshape(v, groups, hi - lo, taps, width)
             # (V, G, tiles, taps, width), each tile's constants over its taps x channels
             eff = effective_values(x, tuple(p[:, :, lo:hi] for p in prm))
             eff = (eff if sign_bit else eff - zero_point).reshape(v, groups, -1)  # centred
+            eff = eff.astype(operand)  # in the requantising pass (exact: see operand)
             if groups == 1:
                 y = y + mm(eff[:, 0], wp[0])[:, None]
             else:

@@ -5,12 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jax import lax
 
 from redy_jax.hw import isaac
 from redy_jax.policy import LeadingZeroSkip, ReDy, Static
 from redy_jax.quant import ActQuant
-from redy_jax.xbar import crossbar_layer, crossbar_matmul
+from redy_jax.xbar import crossbar_layer, crossbar_matmul, exact
 from redy_jax.xbar.exact import (
     F32_EXACT,
     code_bound,
@@ -19,7 +21,10 @@ from redy_jax.xbar.exact import (
     exact_matmul,
     exact_rows,
     exact_weight_parts,
+    product_dtype,
 )
+from redy_jax.xbar.lowering import tile_piece_ranges
+from redy_jax.xbar.plan import effective_values, requant_constants, requantize
 from tests.jaxprs import equations
 
 
@@ -40,6 +45,70 @@ def test_exact_matmul_equals_int64_at_extreme_magnitudes(k, x_max, weight_bits):
     assert np.abs(want).max() < 2**31  # the int32 result itself fits
     np.testing.assert_array_equal(np.asarray(got), want)
     assert k * x_max * wmax >= F32_EXACT  # one float32 product over all rows would round
+
+
+@pytest.mark.parametrize("operand", [jnp.float32, jnp.bfloat16])
+def test_exact_matmul_in_bfloat16_equals_int64(operand):
+    """bfloat16 operands (every value of at most 8 significant bits: codes up to 255,
+    requantised values q' 2^t, 8-bit weights) summed in float32 give the int64 product,
+    row blocks included (K = 1100 > exact_rows(319, 8) = 410)."""
+    rng = np.random.default_rng(3)
+    k = 1100
+    q = rng.integers(0, 256, (5, k))
+    t = rng.integers(0, 3, (5, k))
+    x = (q >> t) << t  # what a requantised group multiplies (< 2^8 significant)
+    x[0] = 255
+    w = rng.integers(-127, 128, (k, 6))
+    w[:, 0] = -127
+    got = exact_matmul(jnp.asarray(x, jnp.int32), jnp.asarray(w, jnp.int32), 319, 8, operand)
+    np.testing.assert_array_equal(np.asarray(got), x @ w)
+
+
+def test_product_dtype_takes_bfloat16_only_where_every_value_fits(monkeypatch):
+    backend = jax.default_backend()
+    monkeypatch.setitem(exact.BF16_PRODUCTS, backend, True)
+    assert product_dtype(8, 8) == jnp.bfloat16
+    assert product_dtype(9, 8) == jnp.float32  # 9 significant bits: bfloat16 would round
+    assert product_dtype(8, 9) == jnp.float32  # weights up to 256 in magnitude
+    assert product_dtype(None, 8) == jnp.float32  # values without the bound (offsets)
+    monkeypatch.setitem(exact.BF16_PRODUCTS, backend, False)
+    assert product_dtype(8, 8) == jnp.float32
+    assert isinstance(exact.native_bf16_cpu(), bool)
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.integers(1, 8), t=st.integers(0, 7), sign_bit=st.booleans(),
+       offsets=st.booleans(), seed=st.integers(0, 999))
+def test_requant_constants_give_the_shift_rule(bits, t, sign_bit, offsets, seed):
+    """The integer mask form ``clip((x - off + 2^(t-1)) & -2^t, lo 2^t, hi 2^t) + off``
+    (and its unsigned, offset-free 3-constant form) equals ``(requantize(x) << t) + off``
+    for every code of the layer (8-bit, unsigned or two's complement)."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(-128, 128) if sign_bit else np.arange(256)
+    x = jnp.asarray(x.reshape(1, 1, -1), jnp.int32)
+    off = jnp.asarray([[int(rng.integers(0, 60))]], jnp.int32) if offsets else None
+    tt, nn = jnp.asarray([[t]], jnp.int32), jnp.asarray([[bits]], jnp.int32)
+    want = requantize(x, jnp.zeros_like(tt) if off is None else off, tt, nn, sign_bit) << t
+    if off is not None:
+        want = want + off[..., None]
+    consts = requant_constants(off, tt, nn, sign_bit)
+    assert len(consts) == (3 if off is None and not sign_bit else 5)
+    got = effective_values(x, tuple(c[..., None] for c in consts))
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_tile_pieces_in_runs_keep_the_row_order():
+    """Whole tiles in runs of at most max_tiles, then the partial tile: the same
+    channels in the same order (so the tap-major weight rows still line up)."""
+    assert tile_piece_ranges(64, 14) == [(0, 4, 14), (4, 5, 8)]
+    assert tile_piece_ranges(64, 14, 3) == [(0, 2, 14), (2, 4, 14), (4, 5, 8)]
+    assert tile_piece_ranges(70, 14, 2) == [(0, 1, 14), (1, 3, 14), (3, 5, 14)]
+    for cin, ct, m in [(64, 14, 3), (100, 7, 4), (5, 14, 1)]:
+        runs = tile_piece_ranges(cin, ct, m)
+        chans = [c for lo, hi, wd in runs for c in range(lo * ct, lo * ct + (hi - lo) * wd)]
+        assert chans == list(range(cin))
+        assert all(hi - lo <= m for lo, hi, wd in runs if wd == ct)
 
 
 def test_split_helpers():

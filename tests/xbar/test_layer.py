@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from redy_jax.hw import isaac
 from redy_jax.policy import LeadingZeroSkip, ReDy, Static
 from redy_jax.quant import ActQuant, make_quant
-from redy_jax.xbar import chunks, crossbar_layer, im2col, tile, tile_sums
+from redy_jax.xbar import chunks, crossbar_layer, exact, im2col, tile, tile_sums
 from redy_jax.xbar.exact import exact_conv
 from redy_jax.xbar.statistics import channel_stats, conv_sums
 from tests.jaxprs import equations
@@ -149,17 +149,23 @@ def test_native_conv_paths_fold_padding_exactly(policy, case):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32 products", "bfloat16 products"])
 @pytest.mark.parametrize("case,chunk", [
     ("grouped_dilated", "3 rows"), ("sign_bit_strided", "1 row"),
-    ("sign_bit_strided", "2 images"), ("wide_split", "3 rows"), ("12_bit_codes", "2 images")])
-def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chunk):
+    ("sign_bit_strided", "2 images"), ("wide_split", "3 rows"), ("12_bit_codes", "2 images"),
+    ("zero_point", "2 images")])
+def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chunk, bf16):
     """The tap-major window-ReDy lowering on the layer shapes it must handle: grouped
     and dilated convs, sign-bit (two's complement) streaming with a stride, 12-bit codes
-    (lowered in 2 bytes instead of 1), and a layer wide enough (K = 576) that the exact
-    float32 product splits its weights; chunked by
+    (lowered in 2 bytes instead of 1), zero-point codes with per-group offsets (values
+    bfloat16 cannot hold: its products stay float32), and a layer wide enough (K = 576,
+    values up to 255 x 127) that one float32 product over its whole tiles would round,
+    so they run in runs of tiles; chunked by
     blocks of output rows (with a padded last block: 8 or 5 rows in blocks of 3) or by
     images (3 images: chunks of 2, the last padded with a zero image). Outputs and counts
-    equal the faithful bit-plane path's."""
+    equal the faithful bit-plane path's, with the products in float32 and, where the
+    machine allows them (forced here on any CPU), in bfloat16."""
+    monkeypatch.setitem(exact.BF16_PRODUCTS, jax.default_backend(), bf16)
     spec = isaac()
     kw = dict(padding="SAME")
     if case == "grouped_dilated":
@@ -175,6 +181,8 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chu
         spec = isaac(act_bits=12)
         x, w, _ = _conv_case(8, (3, 6, 6, 12), False)
         quant = make_quant(0.0, 3.0, 12)
+    elif case == "zero_point":
+        x, w, quant = _conv_case(9, (3, 6, 6, 20), True)
     else:
         x, w, quant = _conv_case(4, (3, 5, 5, 64), False)
         # image 0 at the extremes: code 255 everywhere, column 0's weight codes -127, so
