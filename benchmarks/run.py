@@ -40,6 +40,7 @@ from redy_jax.policy import Float, LeadingZeroSkip, PolicyMap, ReDy, Static, thr
 from redy_jax.simulate import calibrate, simulate_fn
 from redy_jax.thresholds import read_thresholds, redy_policy_map
 from redy_jax.xbar.chunks import CHUNK_BYTES, WINDOW_CHUNK_BYTES, l2_cache_bytes
+from redy_jax.xbar.exact import BF16_PRODUCTS
 
 
 def cpu_model() -> str:
@@ -170,6 +171,7 @@ def main(argv=None):
                    f"{jax.device_count()} {jax.devices()[0].platform} device(s)",
         "cpu_model": cpu_model(), "l2_cache_bytes": l2_cache_bytes(),
         "chunk_bytes": dict(CHUNK_BYTES), "window_chunk_bytes": dict(WINDOW_CHUNK_BYTES),
+        "bf16_products": dict(BF16_PRODUCTS),
         "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
         "repeats": repeats, "provenance": provenance(),
     }
@@ -182,7 +184,8 @@ def main(argv=None):
                                   for k, v in d.items())
         print(f"{result['cpu_model']}, {result['machine']}; L2 "
               f"{result['l2_cache_bytes'] // 1024} KiB; chunks: {mib(result['chunk_bytes'])}"
-              f" (window ReDy: {mib(result['window_chunk_bytes'])})")
+              f" (window ReDy: {mib(result['window_chunk_bytes'])}); bfloat16 products: "
+              f"{', '.join(k for k, v in result['bf16_products'].items() if v) or 'none'}")
         print(f"ResNet-20, {n} images (faithful: {r20['faithful_images']}): float "
               f"{r20['float_s']:.3f} s")
         for k in r20["exact_s"]:

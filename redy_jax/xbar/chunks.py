@@ -55,14 +55,17 @@ Results do not depend on it."""
 
 WINDOW_CHUNK_BYTES: dict[str, int | None] = {"cpu": 8 * l2_cache_bytes()}
 """The same budget for window-granularity ReDy's lowered product
-(:mod:`redy_jax.xbar.window_conv`): 8x the L2 cache (4 MiB here). Its chunks run ~20
+(:mod:`redy_jax.xbar.window_conv`): 8x the L2 cache (4 MiB with the 512 KiB L2 it
+was tuned on). Its chunks run ~20
 small operations each (per tile piece, the taps' views, their stack, the
 requantisation and a product), whose fixed cost larger chunks spread: on ResNet-20
 (250 images, exact) 4 MiB chunks made the window-ReDy pass 2.22 -> 2.06x and 2.13 ->
 2.07x the float pass in two A/B runs (2 MiB: 2.08x, 8 MiB: 2.10x), while the bit-plane
 path (:data:`CHUNK_BYTES`) was no faster with them. With the taps stacked in one byte
 per code (since 9943208) 2-16 MiB chunks measured 1.69-2.10x, 4 MiB 1.76-1.77x in two
-runs, 8 MiB 1.69-1.80x: no size robustly better. Results do not depend on it."""
+runs, 8 MiB 1.69-1.80x: no size robustly better. On a 1 MiB-L2 AMD EPYC with
+bfloat16 products, 4-16 MiB measured 1.87-1.98x and 32 MiB 2.33x. Results do not
+depend on it."""
 
 
 def per_chunk(count: int, bytes_each: int, budgets: dict | None = None) -> int:
