@@ -97,7 +97,7 @@ def channel_conv(xs: jnp.ndarray, plan: Plan, w_codes, tiling: Tiling, shape: Co
                    shape.pads, shape.dilation, groups, 2 * bound, weight_bits)
     # + p times the weight sums over taps: (B, G, Cin_g) x (Cin_g, G, n), int32 (exact)
     w_sum = w_codes.reshape(cin_g, shape.taps, groups, n).sum(axis=1)
-    y_pad = jnp.einsum("bgc,cgn->bgn", pad.reshape(b, groups, cin_g).astype(jnp.int32), w_sum,
+    y_pad = jnp.einsum("bgc,cgn->bgn", pad.reshape(b, groups, cin_g), w_sum,
                        preferred_element_type=jnp.int32, precision=HIGHEST)
     return y + y_pad.reshape(b, 1, 1, shape.cout)
 

@@ -22,6 +22,7 @@ in it with float32 sums (:func:`product_dtype`): the same integers, the same rul
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -85,8 +86,6 @@ def product_dtype(significant_bits: int | None, weight_bits: int):
     no such bound) and every weight of ``weight_bits`` <= 8 bits (|w| <= 128) — else
     float32. bfloat16's 8-bit significand holds every such integer; each product of
     two is exact in float32, and sums follow the float32 rule of :func:`exact_rows`."""
-    import jax
-
     if (BF16_PRODUCTS.get(jax.default_backend()) and significant_bits is not None
             and significant_bits <= 8 and weight_bits <= 8):
         return jnp.bfloat16

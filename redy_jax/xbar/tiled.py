@@ -57,10 +57,10 @@ def soft_values(x_tiles: jnp.ndarray, plan: Plan, sign_bit: bool):
     values (V, T, R) under the plan's :class:`~redy_jax.xbar.plan.Relaxation`, both
     float32, with gradients only through its probabilities."""
     rx = plan.relaxation
-    eff = jax.vmap(lambda o, t, n: effective_values(
-        x_tiles, requant_constants(o[..., None], t[..., None], n[..., None], sign_bit)
-    ).astype(jnp.float32),
-        in_axes=-1, out_axes=-1)(rx.offsets, rx.shifts, rx.bits)  # (V, T, R, J)
+    candidate = lambda o, t, n: effective_values(x_tiles, requant_constants(
+        o[..., None], t[..., None], n[..., None], sign_bit)).astype(jnp.float32)
+    eff = jax.vmap(candidate, in_axes=-1, out_axes=-1)(
+        rx.offsets, rx.shifts, rx.bits)  # (V, T, R, J)
     eff = lax.stop_gradient(eff)
     planes = expected(rx.planes.astype(jnp.float32), rx.probs)
     return planes, expected(eff, rx.probs[:, :, None, :])
