@@ -69,10 +69,19 @@ def make_quant(lo: float, hi: float, bits: int, sign_bit: bool = False) -> ActQu
     return ActQuant(scale=scale, zero_point=zp, signed=True, lo=lo, hi=hi, bits=bits)
 
 
-def quantize(x: jnp.ndarray, q: ActQuant) -> jnp.ndarray:
-    """Float activations -> unsigned int32 codes in ``[0, 2**q.bits)``."""
-    codes = jnp.round(x / q.scale) + q.zero_point
-    return jnp.clip(codes, 0, jnp.left_shift(1, q.bits) - 1).astype(jnp.int32)
+def quantize(x: jnp.ndarray, q: ActQuant, nonfinite_code: int | None = None) -> jnp.ndarray:
+    """Float activations -> unsigned int32 codes in ``[0, 2**q.bits)``.
+
+    ``nonfinite_code``: the code given to an activation whose quotient ``x / scale`` is
+    NaN or infinite (a NaN/inf ``x``, or ``|x|`` beyond float32's range times the scale),
+    marked in the same pass as the quantisation; None: such inputs are clipped like any
+    other (NaN to an undefined code)."""
+    scaled = x / q.scale
+    codes = jnp.round(scaled) + q.zero_point
+    codes = jnp.clip(codes, 0, jnp.left_shift(1, q.bits) - 1).astype(jnp.int32)
+    if nonfinite_code is None:
+        return codes
+    return jnp.where(jnp.isfinite(scaled), codes, jnp.int32(nonfinite_code))
 
 
 def fake_quant_error(x: jnp.ndarray, lo: jnp.ndarray, hi: jnp.ndarray, bits: int) -> jnp.ndarray:

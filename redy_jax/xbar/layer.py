@@ -36,8 +36,8 @@ from redy_jax.xbar.engine import Counts, count_events, resolve_mode
 from redy_jax.xbar.exact import HIGHEST
 from redy_jax.xbar.layout import Tiling, tile
 from redy_jax.xbar.lowering import conv_geometry, tap_major_rows
-from redy_jax.xbar.plan import LayerContext, Plan, Policy
-from redy_jax.xbar.statistics import conv_sums, tile_sums
+from redy_jax.xbar.plan import GroupSums, LayerContext, Plan, Policy
+from redy_jax.xbar.statistics import NONFINITE_CODE, conv_sums, nonfinite, tile_sums
 from redy_jax.xbar.tiled import combine_groups, nt_histogram, tiled_layer
 from redy_jax.xbar.weights import quantize_weights, store_weights
 from redy_jax.xbar.window_conv import window_conv
@@ -92,6 +92,15 @@ def count_plan(plan: Plan, tiling: Tiling, spec: HardwareSpec, ctx: LayerContext
     return counts.sum_groups(ctx.images), hist
 
 
+def _reads_padded_codes(plan: Plan, exact: bool, kind: str) -> bool:
+    """Whether the product of ``plan`` (its static structure) reads the spatially
+    padded codes: everything but the native-convolution paths (static codes, or codes
+    requantised per image)."""
+    native = exact and plan.relaxation is None and kind != "dense" and (
+        not plan.requantizes or plan.granularity == "channel")
+    return not native
+
+
 def _straight_through(y, x, w2, w_codes, w_scale, bias, kind, shape: ConvShape | None):
     """Hardware values forward, the float layer's gradient backward: the straight-through
     estimator that lets a loss on the logits reach earlier layers through activation
@@ -137,8 +146,15 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     sign_bit = spec.signed_encoding == "sign_bit" and quant.signed
     # zero-point layers centre their codes digitally; others stream them as they are
     zp = quant.zero_point if (quant.signed and not sign_bit) else 0
-    nonfinite = ~jnp.all(jnp.isfinite(x))
     codes = quantize(x, quant)
+    streamed = codes
+    if policy.statistics:
+        # NaN/inf inputs get a code no real one comes near: the statistics' per-pixel
+        # minimum reveals them (a separate check, another pass over the input, cost
+        # LZS on ResNet-20 ~10% of its pass)
+        streamed = quantize(x, quant, NONFINITE_CODE)
+    else:
+        bad = ~jnp.all(jnp.isfinite(x))
     if kind == "dense":
         kh = kw = 1
         cin_g, cout = kernel.shape
@@ -163,26 +179,37 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
 
     # Streamed codes: two's complement values q - zp under sign-bit streaming; spatial
     # padding streams the code of a real zero.
-    xs = codes - quant.zero_point if sign_bit else codes
+    xs = streamed - quant.zero_point if sign_bit else streamed
     x_codes = xs  # unpadded: a native convolution pads the centred codes itself
     if kind != "dense":
         xs = jnp.pad(xs, ((0, 0), *shape.pads, (0, 0)), constant_values=zp)
 
     # The policy's decisions for every group of the batch, from statistics (no im2col).
-    sums = None
-    if policy.statistics:
+    if not policy.statistics:
+        plan = policy.plan(None, ctx)
+        plan = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (groups, *a.shape)), plan)
+    else:
+        decide = jax.vmap(lambda sm: policy.plan(sm, ctx))  # leaves (G, B * m, ...)
         if kind == "dense":
             t, r = tiling.n_row_tiles, tiling.rows_per_tile
             xt = jnp.pad(xs.reshape(b * m, groups, cin_g), ((0, 0), (0, 0), (0, t * r - k)))
             sums = jax.vmap(lambda a: tile_sums(a.reshape(b * m, t, r), tiling), 1)(xt)
+            lowest = jnp.min(sums.min)
         else:
-            sums = conv_sums(xs, tiling, groups, cin_g, (kh, kw), shape.strides,
-                             shape.dilation, spec.act_bits)
-    if sums is None:
-        plan = policy.plan(None, ctx)
-        plan = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (groups, *a.shape)), plan)
-    else:
-        plan = jax.vmap(lambda sm: policy.plan(sm, ctx))(sums)  # leaves (G, B * m, ...)
+            # From the padded codes when the product reads them anyway (window ReDy,
+            # the bit-serial paths), else from the unpadded codes (their per-pixel
+            # statistics padded instead: no padded copy of the input).
+            stats = lambda codes, **pad: conv_sums(codes, tiling, groups, cin_g, (kh, kw),
+                                                   shape.strides, shape.dilation,
+                                                   spec.act_bits, **pad)
+            shaped = jax.ShapeDtypeStruct((groups, b * m, tiling.n_row_tiles), jnp.float32)
+            plan_shape = jax.eval_shape(decide, GroupSums(*(shaped,) * 4))
+            if _reads_padded_codes(plan_shape, exact, kind):
+                sums, lowest = stats(xs)
+            else:
+                sums, lowest = stats(x_codes, pads=shape.pads, pad_code=zp)
+        plan = decide(sums)
+        bad = nonfinite(lowest)
 
     hard = plan.relaxation is None
     if exact and hard:
@@ -217,7 +244,7 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
         y = _straight_through(y, x, w2, w_codes, w_scale, bias, kind, shape)
     if capture is not None:
         capture.update(input=x, codes=codes, outputs=y_int, output=y)
-    record = LayerRecord(counts=counts, nt_hist=hist, nonfinite=nonfinite)
+    record = LayerRecord(counts=counts, nt_hist=hist, nonfinite=bad)
     info = LayerInfo(kind=kind, k=k, n=n, groups=groups, taps=taps, vectors_per_image=m,
                      crossbars=groups * tiling.crossbars, macs_per_image=m * groups * k * n)
     return y, record, info

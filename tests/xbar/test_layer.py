@@ -11,24 +11,37 @@ from hypothesis import strategies as st
 from redy_jax.hw import isaac
 from redy_jax.policy import LeadingZeroSkip, ReDy, Static
 from redy_jax.quant import ActQuant, make_quant
+from redy_jax.quant.activations import quantize
 from redy_jax.xbar import chunks, crossbar_layer, exact, im2col, tile, tile_sums
 from redy_jax.xbar.exact import exact_conv
 from redy_jax.xbar.statistics import channel_stats, conv_sums
 from tests.jaxprs import equations
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(cin=st.integers(1, 40), k=st.sampled_from([1, 2, 3]), stride=st.sampled_from([1, 2]),
-       dil=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2]), seed=st.integers(0, 99))
-def test_conv_sums_equal_sums_over_im2col_tiles(cin, k, stride, dil, groups, seed):
+       dil=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2]), pad=st.integers(0, 2),
+       padded_input=st.booleans(), seed=st.integers(0, 99))
+def test_conv_sums_equal_sums_over_im2col_tiles(cin, k, stride, dil, groups, pad,
+                                                padded_input, seed):
     """Per-pixel tile sums pooled over the window == the statistics of the im2col row
-    tiles they stand for (padding rows excluded), for strides, dilations and groups."""
+    tiles they stand for (padding rows excluded), for strides, dilations and groups,
+    whether the codes come spatially padded or their statistics are padded (a padding
+    pixel holds the code ``pad_code``); the smallest code is that of the padded input."""
     spec = isaac()
-    x = np.random.default_rng(seed).integers(0, 256, (2, 9, 8, cin * groups))
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (2, 9, 8, cin * groups))
+    pad_code = int(rng.integers(0, 256))
+    pads = ((pad, pad), (pad, 0))
+    xp = np.pad(x, ((0, 0), *pads, (0, 0)), constant_values=pad_code)
     tl = tile(cin * k * k, 4, spec, k * k)
-    got = conv_sums(jnp.asarray(x), tl, groups, cin, (k, k), (stride, stride), (dil, dil),
-                    spec.act_bits)
-    patches = im2col(jnp.asarray(x), (k, k), (stride, stride), "VALID", (dil, dil))
+    args = (tl, groups, cin, (k, k), (stride, stride), (dil, dil), spec.act_bits)
+    if padded_input:
+        got, lowest = conv_sums(jnp.asarray(xp), *args)
+    else:
+        got, lowest = conv_sums(jnp.asarray(x), *args, pads=pads, pad_code=pad_code)
+    assert int(lowest) == xp.min()
+    patches = im2col(jnp.asarray(xp), (k, k), (stride, stride), "VALID", (dil, dil))
     v = patches.shape[0] * patches.shape[1] * patches.shape[2]
     for g in range(groups):
         rows = patches.reshape(v, groups, -1)[:, g]
@@ -268,12 +281,42 @@ def test_traced_layer_has_no_python_loop_over_images_windows_tiles_or_planes(
 
 
 @pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
-def test_nonfinite_inputs_are_flagged(bad):
+@pytest.mark.parametrize("policy,signed,mode", [
+    ("static", False, "exact"), ("lzs", False, "exact"), ("redy", True, "exact"),
+    ("redy", False, "faithful"), ("redy_channel", False, "exact")])
+@pytest.mark.parametrize("kind", ["conv", "dense", "strided_1x1"])
+def test_nonfinite_inputs_are_flagged(bad, policy, signed, mode, kind):
     """The layer's record flags NaN and +-inf anywhere in its input (quantisation alone
-    would clip inf to a valid code), and only those."""
-    x, w, quant = _conv_case(0, (2, 6, 6, 20), False)
+    would clip inf to a valid code), and only those: for every policy (a separate check,
+    or the statistics' per-pixel minimum of the marked codes), for dense layers, and for
+    a pixel that no window of a strided 1x1 convolution reads."""
+    x, w, quant = _conv_case(0, (2, 6, 6, 20), signed)
     if bad is not None:
-        x = x.at[1, 4, 2, 17].set(bad)
-    _, rec = crossbar_layer(x, w, None, kind="conv", path="l", quant=quant, policy=Static(),
-                            spec=isaac(), mode="exact", padding="SAME")[:2]
+        x = x.at[1, 3, 3, 17].set(bad)  # (3, 3): skipped by a stride-2 1x1 kernel
+    spec = isaac() if mode == "exact" else isaac(flipped_encoding=False)
+    kw = dict(path="l", quant=quant, policy=POLICIES[policy], spec=spec, mode=mode)
+    if kind == "dense":
+        args = dict(x=x.reshape(2, -1), kernel=jnp.ones((6 * 6 * 20, 8)), kind="dense")
+    elif kind == "strided_1x1":
+        args = dict(x=x, kernel=w[:1, :1], kind="conv", strides=(2, 2))
+    else:
+        args = dict(x=x, kernel=w, kind="conv", padding="SAME")
+    y, rec = crossbar_layer(bias=None, **args, **kw)[:2]
     assert bool(rec.nonfinite) == (bad is not None)
+    if bad is None:
+        assert np.isfinite(np.asarray(y)).all()
+
+
+def test_quantize_marks_nonfinite_quotients():
+    """``nonfinite_code`` marks NaN/inf activations, and those whose quotient by the
+    scale overflows float32 (documented: no finite code stands for them either); every
+    other code is quantize's own."""
+    quant = ActQuant(scale=0.5, zero_point=3, lo=-1.5, hi=126.0)
+    x = jnp.asarray([0.0, -1.0, 2.2, 1e3, -1e3, np.nan, np.inf, -np.inf, 3e38, 1e38],
+                    jnp.float32)
+    got = np.asarray(quantize(x, quant, nonfinite_code=-(2**30)))
+    plain = np.asarray(quantize(x, quant))
+    marked = np.array([False] * 5 + [True, True, True, True, False])
+    assert (got[marked] == -(2**30)).all()
+    np.testing.assert_array_equal(got[~marked], plain[~marked])
+    np.testing.assert_array_equal(plain[[0, 1, 2, 3, 4, 9]], [3, 1, 7, 255, 0, 255])
