@@ -88,14 +88,14 @@ def stream_group(x_tiles: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling
     v = x_tiles.shape[0]
     sign_bit = ctx.sign_bit
     w_flat = stored.codes.reshape(-1, tiling.n)  # (T * R, N), zero in padding rows
-    codes = streamed_codes(x_tiles, plan, sign_bit)
     counts = hist = None
     if exact:
         # With an exact ADC the crossbar computes sum_t (q'_t . w_t) << t_t, and the
         # digital offsets add off_t * colsum_t: together ((q' << t) + off) . w.
-        eff = codes if plan.shifts is None else codes << plan.shifts[..., None]
-        if plan.offsets is not None:
-            eff = eff + plan.offsets[..., None]
+        eff = x_tiles
+        if plan.requantizes:
+            consts = requant_constants(plan.offsets, plan.shifts, plan.bits, sign_bit)
+            eff = effective_values(x_tiles, tuple(c[..., None] for c in consts))
         x_max = code_bound(spec.act_bits, sign_bit,
                            plan.shifts is not None or plan.offsets is not None)
         y = exact_matmul(eff.reshape(v, -1), w_flat, x_max, spec.weight_bits)
@@ -113,6 +113,7 @@ def stream_group(x_tiles: jnp.ndarray, plan: Plan, stored: StoredWeights, tiling
         if plan.relaxation is not None:
             raise ValueError("a relaxed (temperature > 0) ReDy policy needs an exact ADC "
                              "(mode='exact' or 'auto' on a spec whose ADC cannot clip)")
+        codes = streamed_codes(x_tiles, plan, sign_bit)
         y, counts = run_tiles(codes, stored, tiling, spec, signed=sign_bit, mode="faithful",
                               plan=plan, layer_bits=ctx.bits, zero_point=ctx.zero_point,
                               prune=prune)
