@@ -98,10 +98,10 @@ def bench(model, variables, x, cal, policies: dict, repeats: int,
     out["bit_plane_vs_float"] = {k: v / float_b for k, v in bit_plane_s.items()}
     # What the faithful spec does on these images: ADC saturations per image (the
     # bit-plane model's, equal in both modes).
-    report = lambda records: Report.from_records(
-        records, traces.layers(xb.shape[1:]), faithful_spec, int(xb.shape[0]))
+    report = lambda records, pol: Report.from_records(
+        records, traces.layers(xb.shape[1:], pol), faithful_spec, int(xb.shape[0]))
     out["faithful_saturations_per_image"] = {
-        k: report(run_p(variables, policies[k], xb)[1]).per_image("adc_saturations")
+        k: report(run_p(variables, policies[k], xb)[1], policies[k]).per_image("adc_saturations")
         for k in names}
     return out
 

@@ -205,9 +205,16 @@ class Traces:
         self.by_shape: dict[tuple, dict[str, LayerInfo]] = {}
         self.count = 0
 
-    def layers(self, image_shape) -> dict[str, LayerInfo]:
-        """The layers of the pass for images of ``image_shape`` (without the batch)."""
-        return self.by_shape[tuple(image_shape)]
+    @staticmethod
+    def key(image_shape, policies) -> tuple:
+        """A traced pass's key: the image shape and the policy map's structure (which
+        layers run on crossbars, and how: a map that runs a layer in float has fewer)."""
+        return tuple(image_shape), jax.tree_util.tree_structure(as_policy_map(policies))
+
+    def layers(self, image_shape, policies) -> dict[str, LayerInfo]:
+        """The layers of the pass for images of ``image_shape`` (without the batch) under
+        ``policies``."""
+        return self.by_shape[self.key(image_shape, policies)]
 
 
 def _check_rules(policies: PolicyMap, paths) -> None:
@@ -236,6 +243,44 @@ def _layers_pass(model, spec, mode, ste, apply_kwargs):
     return f
 
 
+MAPPING_HEADROOM = 0.75
+"""Fraction of the process's memory-mapping limit (``vm.max_map_count``) above which
+:func:`simulate_fn` releases JAX's compiled programs before making a pass."""
+
+
+def _mapping_use() -> tuple[int, int] | None:
+    """``(mappings in use, limit)`` of this process (Linux), else None."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f), limit
+    except (OSError, ValueError):
+        return None
+
+
+def _keep_mapping_headroom() -> bool:
+    """Releases JAX's compiled programs (and this module's compiled passes) when the
+    process uses more than :data:`MAPPING_HEADROOM` of its memory mappings. Every
+    XLA:CPU executable keeps its own (~600-800 for a ResNet-20 pass), and at the
+    kernel's limit the next compilation crashes the interpreter inside XLA; a sweep that
+    compiles ~100 distinct passes in one process would get there. Released programs are
+    compiled again when next called: results do not change. Returns whether it released."""
+    use = _mapping_use()
+    if use is None or use[0] < MAPPING_HEADROOM * use[1]:
+        return False
+    _compiled_pass.cache_clear()
+    jax.clear_caches()
+    import gc
+    import warnings
+
+    gc.collect()
+    warnings.warn(f"{use[0]} of the process's {use[1]} memory mappings in use (one set "
+                  "per compiled XLA program): compiled passes released, they will be "
+                  "compiled again when used", RuntimeWarning, stacklevel=3)
+    return True
+
+
 def simulate_fn(model: nn.Module, spec: HardwareSpec, calibration: Calibration, mode: str,
                 ste: bool = False, apply_kwargs: Mapping | None = None):
     """The jitted pass ``(variables, policy_map, images) -> (logits, records)`` for
@@ -245,6 +290,7 @@ def simulate_fn(model: nn.Module, spec: HardwareSpec, calibration: Calibration, 
     ``ste``: straight-through gradients through every simulated layer (forward values
     unchanged), for gradient-based tuning."""
     calibration.check(spec.act_bits, spec.signed_encoding == "sign_bit")
+    _keep_mapping_headroom()
     run, traces = _compiled_pass(model, spec, calibration.structure, mode, ste,
                                  _frozen(apply_kwargs))
     quants = dict(calibration.layers)
@@ -263,7 +309,7 @@ def _compiled_pass(model: nn.Module, spec: HardwareSpec, structure: tuple, mode:
     @jax.jit
     def run(variables, policies: PolicyMap, quants, images):
         logits, records, infos = f(variables, policies, quants, images)
-        traces.by_shape[tuple(images.shape[1:])] = infos
+        traces.by_shape[traces.key(images.shape[1:], policies)] = infos
         traces.count += 1
         return logits, records
 
@@ -371,7 +417,7 @@ def evaluate(model: nn.Module, variables, images, spec: HardwareSpec, policy, *,
         sharding = None
     logits, records = run(variables, policies, _shard(images, sharding))
     _raise_nonfinite(records)
-    return logits, Report.from_records(records, traces.layers(images.shape[1:]), spec,
+    return logits, Report.from_records(records, traces.layers(images.shape[1:], policies), spec,
                                        int(images.shape[0]))
 
 
@@ -444,7 +490,7 @@ def evaluate_dataset(model: nn.Module, variables, images, labels, spec: Hardware
         top = out.max(-1, keepdims=True)
         logp = out - top - np.log(np.exp(out - top).sum(-1, keepdims=True))
         nll += float(-logp[np.arange(m), y].sum())
-        batch_report = Report.from_records(records, traces.layers(x.shape[1:]), spec, m,
+        batch_report = Report.from_records(records, traces.layers(x.shape[1:], policies), spec, m,
                                            valid)
         report = batch_report if report is None else report.merge(batch_report)
         bar.update(m)

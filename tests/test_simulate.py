@@ -224,3 +224,42 @@ def test_every_entry_checks_its_inputs_before_any_cast(user_net):
     with pytest.raises(ValueError, match="differ in length"):
         evaluate_dataset(model, variables, x, y[:3], spec, Static(), calibration=cal,
                          progress=False)
+
+
+def test_compiled_passes_are_released_near_the_mapping_limit(user_net, monkeypatch):
+    """Near the process's memory-mapping limit (where the next XLA compilation would
+    crash the interpreter) a new pass first releases the compiled ones, with a warning;
+    the released pass compiles again and gives the same results. Far from it, nothing
+    is released."""
+    import redy_jax.simulate as sim
+
+    model, variables, x, spec, cal = user_net
+    a, ra = evaluate(model, variables, x, spec, LeadingZeroSkip(), calibration=cal)
+    _, traces = simulate_fn(model, spec, cal, "auto")
+    compiled = traces.count
+    assert sim._compiled_pass.cache_info().currsize >= 1
+    use = sim._mapping_use()
+    assert use is not None and 0 < use[0] < sim.MAPPING_HEADROOM * use[1]  # not released
+    readings = iter([(80, 100)])  # near the limit once, then far from it
+    monkeypatch.setattr(sim, "_mapping_use", lambda: next(readings, (1, 100)))
+    with pytest.warns(RuntimeWarning, match="80 of the process's 100 memory mappings"):
+        b, rb = evaluate(model, variables, x, spec, LeadingZeroSkip(), calibration=cal)
+    assert sim._compiled_pass.cache_info().currsize == 1  # the one just made
+    _, fresh = simulate_fn(model, spec, cal, "auto")  # released: a new pass, traced anew
+    assert fresh is not traces and fresh.count == 1 and traces.count == compiled
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert ra.to_dict() == rb.to_dict()
+
+
+def test_reports_follow_the_policy_map_a_pass_was_traced_with(user_net):
+    """A pass traced under a map that runs a layer in float has fewer crossbar layers:
+    going back to a map traced before (no new trace) reports that map's layers, not the
+    last trace's (this was a KeyError)."""
+    model, variables, x, spec, cal = user_net
+    everywhere = PolicyMap(default=LeadingZeroSkip())
+    head_float = PolicyMap(default=LeadingZeroSkip(), rules=(("head", Float()),))
+    _, r1 = evaluate(model, variables, x, spec, everywhere, calibration=cal)
+    _, r2 = evaluate(model, variables, x, spec, head_float, calibration=cal)
+    _, r3 = evaluate(model, variables, x, spec, everywhere, calibration=cal)
+    assert "head" in r1.layers and "head" not in r2.layers
+    assert r3.to_dict() == r1.to_dict()
