@@ -55,18 +55,50 @@ def im2col(x, kernel, strides, padding, dilation=(1, 1), pad_value=0):
     return jnp.stack(taps, axis=-1).reshape(*taps[0].shape[:3], -1)
 
 
-def tile_piece_ranges(cin: int, ct: int,
-                      max_tiles: int | None = None) -> list[tuple[int, int, int]]:
+def tile_piece_ranges(cin: int, ct: int, max_tiles: int | None = None,
+                      tiles: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
     """``(first tile, end tile, width)`` of the pieces that ``cin`` channels split into
     with ``ct`` channels per row tile: the channels of whole row tiles (width ``ct``;
     one piece, or near-equal runs of at most ``max_tiles`` tiles), then those of a
     partial last tile (one tile). Piece ``(lo, hi, width)`` holds channels
-    ``[lo * ct, lo * ct + (hi - lo) * width)``; the pieces list the tiles in order."""
+    ``[lo * ct, lo * ct + (hi - lo) * width)``; the pieces list the tiles in order.
+    ``tiles``: only the tiles ``[first, end)``."""
     full = cin // ct
-    pieces = [(lo, hi, ct) for lo, hi in even_blocks(full, max_tiles or full)] if full else []
-    if cin > full * ct:
+    first, end = tiles if tiles is not None else (0, -(-cin // ct))
+    whole = (first, min(end, full))
+    pieces = ([(whole[0] + lo, whole[0] + hi, ct)
+               for lo, hi in even_blocks(whole[1] - whole[0], max_tiles or whole[1] - whole[0])]
+              if whole[1] > whole[0] else [])
+    if cin > full * ct and end > full:
         pieces.append((full, full + 1, cin - full * ct))
     return pieces
+
+
+def tile_runs(cin: int, ct: int, taps: int, max_rows: int,
+              max_tiles: int | None = None) -> list[tuple[int, int]]:
+    """``[first, end)`` tile bounds of the fewest contiguous runs of row tiles with at most
+    ``max_rows`` rows (``taps * ct`` rows per whole tile, fewer in a partial last one)
+    and at most ``max_tiles`` tiles each, the largest run as small as the fewest runs
+    allow. Every tile alone when not even one whole tile fits in ``max_rows``."""
+    sizes = [taps * min(ct, cin - k * ct) for k in range(-(-cin // ct))]
+    most = max_tiles or len(sizes)
+
+    def greedy(cap):
+        runs, lo, rows = [], 0, 0
+        for k, s in enumerate(sizes):
+            if k > lo and (rows + s > cap or k - lo == most):
+                runs.append((lo, k))
+                lo, rows = k, 0
+            rows += s
+        return runs + [(lo, len(sizes))]
+
+    if max(sizes) > max_rows:
+        return [(k, k + 1) for k in range(len(sizes))]
+    fewest = len(greedy(max_rows))
+    caps = sorted(c for c in {sum(sizes[i:j]) for i in range(len(sizes))
+                              for j in range(i + 1, min(i + most, len(sizes)) + 1)}
+                  if max(sizes) <= c <= max_rows)
+    return greedy(next(c for c in caps if len(greedy(c)) <= fewest))
 
 
 def tile_pieces(a, cin: int, ct: int) -> list:
@@ -91,19 +123,19 @@ def tap_major_rows(cin: int, taps: int, ct: int) -> np.ndarray:
 
 
 def tap_major_pieces(xp, cin: int, ct: int, kernel, strides, dilation,
-                     max_tiles: int | None = None) -> list:
-    """``[((lo, hi, width), x)]`` per tile piece (:func:`tile_piece_ranges`, whole tiles
-    in runs of at most ``max_tiles``) of an already
-    padded NHWC ``xp`` (B, Hp, Wp, G * cin): the kernel taps' strided views of the
-    piece's channels stacked next to them, ``x`` (B, Ho, Wo, G, tiles, taps, width), so
-    each row tile's rows are one contiguous run in the order of :func:`tap_major_rows`.
-    Much cheaper on XLA:CPU than channel-major rows (:func:`im2col`), which interleave
-    every element; no channel padding."""
+                     ranges: list[tuple[int, int, int]] | None = None) -> list:
+    """``[((lo, hi, width), x)]`` per tile piece (``ranges``, default
+    :func:`tile_piece_ranges` of all tiles) of an already padded NHWC ``xp``
+    (B, Hp, Wp, G * cin): the kernel taps' strided views of the piece's channels stacked
+    next to them, ``x`` (B, Ho, Wo, G, tiles, taps, width), so each row tile's rows are
+    one contiguous run in the order of :func:`tap_major_rows`. Much cheaper on XLA:CPU
+    than channel-major rows (:func:`im2col`), which interleave every element; no channel
+    padding."""
     b, hp, wp, c = xp.shape
     groups = c // cin
     xg = xp.reshape(b, hp, wp, groups, cin)
     out = []
-    for lo, hi, width in tile_piece_ranges(cin, ct, max_tiles):
+    for lo, hi, width in ranges or tile_piece_ranges(cin, ct):
         piece = xg[..., lo * ct:lo * ct + (hi - lo) * width].reshape(b, hp, wp, -1)
         views = tap_slices(piece, kernel, strides, dilation)  # each (B, Ho, Wo, G*tl*w)
         out.append(((lo, hi, width),
@@ -128,4 +160,4 @@ def lowered_tiles(xp, cin: int, ct: int, kernel, strides, dilation) -> jnp.ndarr
 
 
 __all__ = ["conv_geometry", "im2col", "lowered_tiles", "tap_major_pieces", "tap_major_rows",
-           "tap_slices", "tile_piece_ranges", "tile_pieces"]
+           "tap_slices", "tile_piece_ranges", "tile_pieces", "tile_runs"]

@@ -23,7 +23,7 @@ from redy_jax.xbar.exact import (
     exact_weight_parts,
     product_dtype,
 )
-from redy_jax.xbar.lowering import tile_piece_ranges
+from redy_jax.xbar.lowering import tile_piece_ranges, tile_runs
 from redy_jax.xbar.plan import effective_values, requant_constants, requantize
 from tests.jaxprs import equations
 
@@ -109,6 +109,42 @@ def test_tile_pieces_in_runs_keep_the_row_order():
         chans = [c for lo, hi, wd in runs for c in range(lo * ct, lo * ct + (hi - lo) * wd)]
         assert chans == list(range(cin))
         assert all(hi - lo <= m for lo, hi, wd in runs if wd == ct)
+
+
+def test_tile_piece_ranges_of_some_tiles():
+    assert tile_piece_ranges(64, 14, tiles=(2, 5)) == [(2, 4, 14), (4, 5, 8)]
+    assert tile_piece_ranges(64, 14, tiles=(0, 2)) == [(0, 2, 14)]
+    assert tile_piece_ranges(64, 14, tiles=(4, 5)) == [(4, 5, 8)]
+    assert tile_piece_ranges(64, 14, tiles=(0, 5)) == tile_piece_ranges(64, 14)
+
+
+def _partitions(n):
+    """Every split of tiles 0..n-1 into contiguous runs, as run bounds."""
+    for cuts in range(1 << (n - 1)):
+        edges = [0] + [k for k in range(1, n) if cuts >> (k - 1) & 1] + [n]
+        yield list(zip(edges, edges[1:], strict=False))
+
+
+@settings(max_examples=150, deadline=None)
+@given(cin=st.integers(1, 120), ct=st.integers(1, 16), taps=st.sampled_from([1, 4, 9]),
+       max_rows=st.integers(1, 600), max_tiles=st.sampled_from([None, 1, 2, 4]))
+def test_tile_runs_are_the_fewest_then_most_even_runs(cin, ct, taps, max_rows, max_tiles):
+    """Against every contiguous split (up to 10 tiles): the runs cover the tiles in
+    order, keep the row and tile limits, are the fewest that do, and among those have
+    the smallest largest run; tiles alone when one whole tile does not fit."""
+    sizes = [taps * min(ct, cin - k * ct) for k in range(-(-cin // ct))]
+    runs = tile_runs(cin, ct, taps, max_rows, max_tiles)
+    assert [k for lo, hi in runs for k in range(lo, hi)] == list(range(len(sizes)))
+    if max(sizes) > max_rows:
+        assert runs == [(k, k + 1) for k in range(len(sizes))]
+        return
+    rows = lambda r: sum(sizes[r[0]:r[1]])
+    ok = lambda p: all(rows(r) <= max_rows and r[1] - r[0] <= (max_tiles or len(sizes))
+                       for r in p)
+    assert ok(runs)
+    if len(sizes) <= 10:
+        best = min((len(p), max(map(rows, p))) for p in _partitions(len(sizes)) if ok(p))
+        assert (len(runs), max(map(rows, runs))) == best
 
 
 def test_split_helpers():

@@ -166,14 +166,15 @@ def test_native_conv_paths_fold_padding_exactly(policy, case):
 @pytest.mark.parametrize("case,chunk", [
     ("grouped_dilated", "3 rows"), ("sign_bit_strided", "1 row"),
     ("sign_bit_strided", "2 images"), ("wide_split", "3 rows"), ("12_bit_codes", "2 images"),
-    ("zero_point", "2 images")])
+    ("zero_point", "2 images"), ("4_bit_codes_grouped", "2 images")])
 def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chunk, bf16):
     """The tap-major window-ReDy lowering on the layer shapes it must handle: grouped
     and dilated convs, sign-bit (two's complement) streaming with a stride, 12-bit codes
     (lowered in 2 bytes instead of 1), zero-point codes with per-group offsets (values
-    bfloat16 cannot hold: its products stay float32), and a layer wide enough (K = 576,
+    bfloat16 cannot hold: its products stay float32), a layer wide enough (K = 576,
     values up to 255 x 127) that one float32 product over its whole tiles would round,
-    so they run in runs of tiles; chunked by
+    so they run in runs of tiles, and 4-bit codes in 2 groups of 9 tiles each, whose
+    products would fit every tile but run at most RUN_TILES at a time; chunked by
     blocks of output rows (with a padded last block: 8 or 5 rows in blocks of 3) or by
     images (3 images: chunks of 2, the last padded with a zero image). Outputs and counts
     equal the faithful bit-plane path's, with the products in float32 and, where the
@@ -196,6 +197,12 @@ def test_window_redy_exact_lowering_equals_bit_plane_path(monkeypatch, case, chu
         quant = make_quant(0.0, 3.0, 12)
     elif case == "zero_point":
         x, w, quant = _conv_case(9, (3, 6, 6, 20), True)
+    elif case == "4_bit_codes_grouped":  # 2 groups of 120 channels: 9 tiles, 3 runs each
+        spec = isaac(act_bits=4)
+        x, w, _ = _conv_case(10, (3, 5, 5, 240), False)
+        w = w[:, :, :120, :]
+        quant = make_quant(0.0, 3.0, 4)
+        kw.update(groups=2)
     else:
         x, w, quant = _conv_case(4, (3, 5, 5, 64), False)
         # image 0 at the extremes: code 255 everywhere, column 0's weight codes -127, so
@@ -261,7 +268,10 @@ def test_traced_layer_has_no_python_loop_over_images_windows_tiles_or_planes(
     """The traced program of a conv layer has as many equations for 5 images as for 1,
     for 13x13 images as for 6x6, for 4 row tiles as for 3 (44 vs 30 input channels)
     and for 4 DAC digit planes as for 8: images, windows, tiles and bit-planes are array
-    axes, not Python loops (whole batch per chunk, so chunking adds no branch)."""
+    axes, not Python loops (whole batch per chunk, so chunking adds no branch). The one
+    exception is bounded: window ReDy's exact product runs at most ``RUN_TILES`` tiles
+    in one operand, each value selecting its tile's constants (one select per tile and
+    requantisation constant), and adds one product per further run."""
     monkeypatch.setitem(chunks.CHUNK_BYTES, jax.default_backend(), None)
     monkeypatch.setitem(chunks.WINDOW_CHUNK_BYTES, jax.default_backend(), None)
 
@@ -276,7 +286,13 @@ def test_traced_layer_has_no_python_loop_over_images_windows_tiles_or_planes(
     assert equations(batch=5) == base
     assert equations(size=13) == base
     # 126-row tiles of 14 channels + a partial tile of 2: 3 vs 4 row tiles
-    assert equations(cin=30) == equations(cin=44)
+    if (policy, mode) == ("redy", "exact"):
+        # 2, 3, 4 tiles in one run: each further tile adds the same select per constant
+        per_tile = equations(cin=44) - equations(cin=30)
+        assert per_tile == equations(cin=30) - equations(cin=16)
+        assert 0 < per_tile <= 8 * 3  # 3 constants of unsigned codes without offsets
+    else:
+        assert equations(cin=30) == equations(cin=44)
     assert equations(spec=isaac(dac_bits=2, adc_bits=10)) == base  # 4 planes, not 8
 
 
