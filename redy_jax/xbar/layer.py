@@ -146,15 +146,10 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     sign_bit = spec.signed_encoding == "sign_bit" and quant.signed
     # zero-point layers centre their codes digitally; others stream them as they are
     zp = quant.zero_point if (quant.signed and not sign_bit) else 0
-    codes = quantize(x, quant)
-    streamed = codes
-    if policy.statistics:
-        # NaN/inf inputs get a code no real one comes near: the statistics' per-pixel
-        # minimum reveals them (a separate check, another pass over the input, cost
-        # LZS on ResNet-20 ~10% of its pass)
-        streamed = quantize(x, quant, NONFINITE_CODE)
-    else:
-        bad = ~jnp.all(jnp.isfinite(x))
+    # With statistics, NaN/inf inputs get a code no real one comes near and the
+    # statistics' per-pixel minimum reveals them (a separate check, another pass over
+    # the input, cost LZS on ResNet-20 ~10% of its pass); without, a check of their own.
+    streamed = quantize(x, quant, NONFINITE_CODE if policy.statistics else None)
     if kind == "dense":
         kh = kw = 1
         cin_g, cout = kernel.shape
@@ -209,7 +204,7 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
             else:
                 sums, lowest = stats(x_codes, pads=shape.pads, pad_code=zp)
         plan = decide(sums)
-        bad = nonfinite(lowest)
+    bad = nonfinite(lowest) if policy.statistics else ~jnp.all(jnp.isfinite(x))
 
     hard = plan.relaxation is None
     if exact and hard:
@@ -243,7 +238,7 @@ def crossbar_layer(x, kernel, bias, *, kind: str, path: str, quant: ActQuant, po
     if ste:
         y = _straight_through(y, x, w2, w_codes, w_scale, bias, kind, shape)
     if capture is not None:
-        capture.update(input=x, codes=codes, outputs=y_int, output=y)
+        capture.update(input=x, codes=quantize(x, quant), outputs=y_int, output=y)
     record = LayerRecord(counts=counts, nt_hist=hist, nonfinite=bad)
     info = LayerInfo(kind=kind, k=k, n=n, groups=groups, taps=taps, vectors_per_image=m,
                      crossbars=groups * tiling.crossbars, macs_per_image=m * groups * k * n)

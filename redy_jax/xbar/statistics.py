@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from redy_jax.xbar.layout import Tiling
-from redy_jax.xbar.lowering import tap_slices, tile_piece_ranges, tile_pieces
+from redy_jax.xbar.lowering import tap_slices, tile_pieces
 from redy_jax.xbar.plan import GroupSums
 
 NONFINITE_CODE = -(2**30)
@@ -71,9 +71,9 @@ def conv_sums(x, tiling: Tiling, groups: int, cin_g: int, kernel, strides, dilat
     # One variadic reduction per piece: sum, sum of squares, max and min in a single pass
     # over the codes (~2x faster on XLA:CPU than four reductions).
     parts = []
-    for (a, _), (_, _, width) in zip(tile_pieces(xf, cin_g, ct),
-                                     tile_piece_ranges(cin_g, ct), strict=True):
+    for a, _ in tile_pieces(xf, cin_g, ct):  # a: (B, H, W, G, tiles, width)
         stats = channel_stats(a)
+        width = a.shape[-1]
         if pads is not None:
             # Kept a reduction of its own: XLA would otherwise fuse it, scalar per output
             # element, into the padding and concatenation below (LZS on ResNet-20, 250
