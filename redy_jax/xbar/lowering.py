@@ -7,8 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from redy_jax.xbar.exact import even_blocks
-
 
 def conv_geometry(in_hw, kernel, strides, padding, dilation=(1, 1)):
     """``(pads, out_hw)``: explicit ``((top, bottom), (left, right))`` padding and the
@@ -55,20 +53,16 @@ def im2col(x, kernel, strides, padding, dilation=(1, 1), pad_value=0):
     return jnp.stack(taps, axis=-1).reshape(*taps[0].shape[:3], -1)
 
 
-def tile_piece_ranges(cin: int, ct: int, max_tiles: int | None = None,
+def tile_piece_ranges(cin: int, ct: int,
                       tiles: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
     """``(first tile, end tile, width)`` of the pieces that ``cin`` channels split into
-    with ``ct`` channels per row tile: the channels of whole row tiles (width ``ct``;
-    one piece, or near-equal runs of at most ``max_tiles`` tiles), then those of a
-    partial last tile (one tile). Piece ``(lo, hi, width)`` holds channels
-    ``[lo * ct, lo * ct + (hi - lo) * width)``; the pieces list the tiles in order.
-    ``tiles``: only the tiles ``[first, end)``."""
+    with ``ct`` channels per row tile: the channels of the whole row tiles (width
+    ``ct``, one piece), then those of a partial last tile (one tile). Piece ``(lo, hi,
+    width)`` holds channels ``[lo * ct, lo * ct + (hi - lo) * width)``; the pieces list
+    the tiles in order. ``tiles``: only the tiles ``[first, end)``."""
     full = cin // ct
     first, end = tiles if tiles is not None else (0, -(-cin // ct))
-    whole = (first, min(end, full))
-    pieces = ([(whole[0] + lo, whole[0] + hi, ct)
-               for lo, hi in even_blocks(whole[1] - whole[0], max_tiles or whole[1] - whole[0])]
-              if whole[1] > whole[0] else [])
+    pieces = [(first, min(end, full), ct)] if min(end, full) > first else []
     if cin > full * ct and end > full:
         pieces.append((full, full + 1, cin - full * ct))
     return pieces

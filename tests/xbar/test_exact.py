@@ -98,17 +98,19 @@ def test_requant_constants_give_the_shift_rule(bits, t, sign_bit, offsets, seed)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-def test_tile_pieces_in_runs_keep_the_row_order():
-    """Whole tiles in runs of at most max_tiles, then the partial tile: the same
-    channels in the same order (so the tap-major weight rows still line up)."""
+def test_tile_pieces_of_runs_keep_the_row_order():
+    """Whole tiles as one piece, then the partial tile; over the runs of
+    :func:`tile_runs`, the same channels in the same order (so the tap-major weight rows
+    still line up) and no run's whole-tile piece longer than the run."""
     assert tile_piece_ranges(64, 14) == [(0, 4, 14), (4, 5, 8)]
-    assert tile_piece_ranges(64, 14, 3) == [(0, 2, 14), (2, 4, 14), (4, 5, 8)]
-    assert tile_piece_ranges(70, 14, 2) == [(0, 1, 14), (1, 3, 14), (3, 5, 14)]
-    for cin, ct, m in [(64, 14, 3), (100, 7, 4), (5, 14, 1)]:
-        runs = tile_piece_ranges(cin, ct, m)
-        chans = [c for lo, hi, wd in runs for c in range(lo * ct, lo * ct + (hi - lo) * wd)]
+    assert tile_piece_ranges(70, 14) == [(0, 5, 14)]
+    assert tile_piece_ranges(5, 14) == [(0, 1, 5)]
+    for cin, ct, m in [(64, 14, 3), (100, 7, 4), (5, 14, 1), (70, 14, 2)]:
+        runs = tile_runs(cin, ct, 9, 10**6, m)
+        pieces = [p for r in runs for p in tile_piece_ranges(cin, ct, tiles=r)]
+        chans = [c for lo, hi, wd in pieces for c in range(lo * ct, lo * ct + (hi - lo) * wd)]
         assert chans == list(range(cin))
-        assert all(hi - lo <= m for lo, hi, wd in runs if wd == ct)
+        assert all(hi - lo <= m for lo, hi, wd in pieces)
 
 
 def test_tile_piece_ranges_of_some_tiles():
